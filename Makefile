@@ -1,0 +1,50 @@
+# COMP5541 coursework bundle. `make help` lists the targets.
+#
+# Every target builds its own virtual environment (.venv) from requirements.txt
+# first, so a fresh machine needs nothing but Python 3.10+.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+KERNEL     ?= comp5541
+DATA_DIR   ?= data
+# Extra papermill parameters, e.g. SET="epochs=5 device=cuda"
+SET        ?=
+NOTEBOOKS  ?= Q1/Q1.ipynb Q2/Q2.ipynb Q3/Q3.ipynb
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.requirements-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test smoke all clean
+
+help:  ## Show this help
+	@echo "COMP5541 bundle. Targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@echo "Variables: DATA_DIR=$(DATA_DIR)  SET=\"key=value ...\"  NOTEBOOKS=\"$(NOTEBOOKS)\""
+
+# The venv is rebuilt when requirements.txt is newer than the stamp, so an
+# added dependency never leaves a stale environment behind.
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed; set PYTHON=/path/to/python3.10")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@# A named kernel inside the venv: papermill then runs the notebooks with
+	@# this environment's Python, never whatever "python3" kernel is on PATH.
+	$(PY) -m ipykernel install --prefix $(VENV) --name $(KERNEL) --display-name "COMP5541 bundle ($(VENV))" >/dev/null
+	@touch $@
+
+venv: $(STAMP)  ## Create or refresh the virtual environment
+
+test: $(STAMP)  ## Run the test suite on the CPU (about 15 minutes)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+smoke: $(STAMP)  ## Every notebook end to end on tiny data, CPU, a few minutes
+	$(PY) -m common.run --profile profiles/smoke.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+
+all: $(STAMP)  ## Every notebook with the full settings (GPU recommended)
+	$(PY) -m common.run --profile profiles/full.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+
+clean:  ## Remove executed notebooks and results (build/); keeps runs/ checkpoints and data/
+	rm -rf build

@@ -1,0 +1,182 @@
+"""Notebook plumbing shared by every notebook: paths, device, seeding, the
+config dict and `results_dir/summary.json`.
+
+A notebook's flow is: parameters cell -> `make_config(...)` (validated, printed)
+-> work -> `write_summary(...)`. Relative paths in the parameters are resolved
+against the bundle root, so a notebook behaves the same from any working
+directory, from papermill and from Colab.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ROOT = Path(__file__).resolve().parent.parent  # the folder holding common/
+
+
+class ConfigError(ValueError):
+    """A notebook parameter has a value the notebook cannot use."""
+
+
+def resolve_path(path: str | os.PathLike, root: Path = ROOT) -> Path:
+    """Absolute paths pass through; relative ones are taken from the bundle root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (root / p)
+
+
+def resolve_device(device: str = "auto"):
+    """'auto' -> CUDA when present, else CPU. Asking for CUDA without one is an error."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ConfigError(f"device={device!r}: use 'auto', 'cpu' or 'cuda'")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device!r} but torch sees no CUDA GPU. On Colab choose "
+            "Runtime > Change runtime type > GPU, or pass device='cpu'.")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices). Batches have their own seeded
+    generators (common.data), so this only covers weight initialisation and the like."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- parameter validation ---------------------------------------------------
+
+def check(name: str, value: Any, ok: bool | Callable[[Any], bool], expected: str) -> None:
+    """Raise ConfigError naming the parameter, its value and what it should be."""
+    passed = ok(value) if callable(ok) else ok
+    if not passed:
+        raise ConfigError(f"parameter {name}={value!r}: expected {expected}")
+
+
+def check_fraction(name: str, value: Any) -> None:
+    check(name, value, isinstance(value, (int, float)) and 0 < value <= 1,
+          "a fraction in (0, 1], e.g. 0.1 for 10%")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    check(name, value, isinstance(value, int) and not isinstance(value, bool) and value > 0,
+          "a positive integer")
+
+
+def check_choice(name: str, value: Any, choices) -> None:
+    check(name, value, value in choices, f"one of {sorted(choices)}")
+
+
+# --- config and summary ------------------------------------------------------
+
+def make_config(params: Mapping[str, Any], *, notebook: str) -> dict:
+    """Gather a notebook's parameters into one validated dict and print it.
+
+    Validates the parameters every notebook shares (`device`, `seed`, `smoke`)
+    and resolves the path parameters (`*_dir`) against the bundle root. The
+    question-specific checks stay in the notebook, next to the parameters.
+    """
+    config = dict(params)
+    config["notebook"] = notebook
+    if "seed" in config:
+        check("seed", config["seed"], isinstance(config["seed"], int) and config["seed"] >= 0,
+              "a non-negative integer")
+    if "smoke" in config:
+        check("smoke", config["smoke"], isinstance(config["smoke"], bool), "True or False")
+    if "device" in config:
+        config["device"] = str(resolve_device(config["device"]))
+    for key, value in list(config.items()):
+        if key.endswith("_dir") and isinstance(value, (str, os.PathLike)):
+            config[key] = str(resolve_path(value))
+    width = max(len(k) for k in config)
+    print(f"{notebook} configuration")
+    for key, value in config.items():
+        print(f"  {key:<{width}} = {value!r}")
+    return config
+
+
+def environment_info() -> dict:
+    """Library versions and hardware, stored with every result for provenance."""
+    import numpy as np
+    import torch
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import torchvision
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        info["torchvision"] = None
+    return info
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert tensors, arrays, paths and numpy scalars; NaN/inf become strings so
+    the file stays strict JSON."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # torch.Tensor, np.ndarray, numpy scalars
+        return _jsonable(obj.tolist())
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically (temp file, then os.replace): a crash never leaves
+    half a file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_summary(config: Mapping[str, Any], results: Mapping[str, Any], *,
+                  started: float) -> Path:
+    """Write `config['results_dir']/summary.json`: config, versions, device, wall
+    time and the question's results. `started` is a `time.time()` stamp."""
+    summary = {
+        "notebook": config.get("notebook"),
+        "smoke": bool(config.get("smoke", False)),
+        "config": dict(config),
+        "environment": environment_info(),
+        "device": config.get("device"),
+        "wall_time_s": round(time.time() - started, 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "results": dict(results),
+    }
+    path = write_json(Path(config["results_dir"]) / "summary.json", summary)
+    print(f"summary written to {path}")
+    return path
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
