@@ -1,0 +1,401 @@
+"""What the grader receives: PDF reports, a checked bundle, one zip.
+
+    python -m common.submit report                 # build/Qn/Qn.pdf and Qn_report.pdf
+    python -m common.submit check                  # is everything there? lists what is not
+    python -m common.submit zip --id 21123456D     # check, PDFs, then 21123456D.zip
+
+`make report`, `make check` and `make zip ID=...` call these.
+
+Where a question's work is found: the executed copy `build/Qn/Qn.ipynb` with
+`build/Qn/results/` (what `make all` writes); failing that, `Qn/Qn.ipynb` itself
+when it carries outputs, with `Qn/results/` (a notebook run by hand in Jupyter
+or Colab and saved in place).
+
+The contract with each notebook, read from `results_dir/summary.json`
+(written by `common.runtime.write_summary`):
+
+- `smoke` is false: smoke runs are refused unless `allow_smoke` is set.
+- `results["parts"]` lists the sub-questions the notebook completed; every part
+  in REQUIRED_PARTS must be there.
+- `results["figures"]` maps each part to the PNG files it drew, as names relative
+  to `results_dir`: `{"a": ["a_vgg_curves.png", ...], "b": [...]}`. Each part in
+  FIGURE_PARTS needs at least one, and every listed file must be a PNG on disk.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runtime import ROOT
+
+QUESTIONS = ("Q1", "Q2", "Q3")
+# The assignment's sub-questions, and those whose answers include figures
+# (Q1 is a derivation; Q2 and Q3 plot training curves and results).
+REQUIRED_PARTS = {"Q1": ("a", "b"), "Q2": ("a", "b", "c"), "Q3": ("a", "b", "c")}
+FIGURE_PARTS = {"Q1": (), "Q2": ("a", "b", "c"), "Q3": ("a", "b", "c")}
+
+# Bundle files a grader needs to read or re-run the code; readme.txt explains them.
+BUNDLE_FILES = ("readme.txt", "requirements.txt", "Makefile", "pytest.ini")
+BUNDLE_DIRS = ("common", "profiles", "tests")
+NEEDED = ("readme.txt", "requirements.txt", "common")
+
+# Never packed: caches, and anything that looks like data or a checkpoint
+# (those belong in data/ and runs/, which are never walked, but a stray copy
+# inside a packed folder must not leak either).
+SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".git", ".venv",
+             "data", "runs", "build"}
+SKIP_SUFFIXES = {".pyc", ".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz", ".pkl",
+                 ".pickle", ".bin", ".h5", ".tar", ".gz", ".xz", ".bz2", ".zip", ".rar",
+                 ".7z", ".partial", ".tmp"}
+# Raw MNIST-style idx files and CIFAR-10's python batches, by name.
+SKIP_NAMES = re.compile(r".*-idx\d-ubyte|data_batch_\d+|test_batch|batches\.meta")
+
+STUDENT_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+PLACEHOLDER = "[FILL IN"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class SubmitError(RuntimeError):
+    """The bundle is not ready to submit; the message says what to do."""
+
+
+@dataclass
+class Work:
+    """One question's executed notebook and results folder."""
+    question: str
+    notebook: Path
+    results_dir: Path
+
+
+def locate(question: str, root: Path = ROOT) -> Work | None:
+    built = Work(question, root / "build" / question / f"{question}.ipynb",
+                 root / "build" / question / "results")
+    if built.notebook.is_file():
+        return built
+    in_place = Work(question, root / question / f"{question}.ipynb", root / question / "results")
+    if in_place.notebook.is_file() and _has_outputs(in_place.notebook):
+        return in_place
+    return None
+
+
+def _has_outputs(path: Path) -> bool:
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return any(c.cell_type == "code" and c.get("execution_count") for c in nb.cells)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# --- checks ------------------------------------------------------------------
+
+def notebook_problems(path: Path) -> list[str]:
+    """Error outputs, papermill's error banner and cells that never ran."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    problems = []
+    if (nb.metadata.get("papermill") or {}).get("exception"):
+        problems.append("papermill recorded an exception: the run did not finish")
+    for i, cell in enumerate(nb.cells):
+        if "papermill-error-cell-tag" in cell.metadata.get("tags", []):
+            problems.append(f"cell {i} is papermill's 'An Exception was encountered' banner")
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                problems.append(f"cell {i} (In [{cell.get('execution_count')}]) raised "
+                                f"{out.get('ename')}: {str(out.get('evalue'))[:200]}")
+    never_ran = [i for i, c in enumerate(nb.cells)
+                 if c.cell_type == "code" and c.source.strip() and c.get("execution_count") is None]
+    if never_ran:
+        problems.append(f"{len(never_ran)} code cell(s) never ran (first: cell {never_ran[0]})")
+    return problems
+
+
+def summary_problems(work: Work, allow_smoke: bool = False, root: Path = ROOT) -> list[str]:
+    """The summary.json contract: full run, all parts, every figure on disk."""
+    path = work.results_dir / "summary.json"
+    if not path.is_file():
+        return [f"no {_rel(path, root)}: the notebook's last cell (write_summary) did not run"]
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        return [f"{_rel(path, root)} is not valid JSON ({err})"]
+    problems = []
+    if summary.get("notebook") not in (None, work.question):
+        problems.append(f"{_rel(path, root)} belongs to notebook {summary.get('notebook')!r}")
+    if summary.get("smoke") and not allow_smoke:
+        problems.append("this is a SMOKE run (tiny data, few epochs): run `make all` for the "
+                        "full results, or set ALLOW_SMOKE=1 to pack it anyway")
+    results = summary.get("results") or {}
+    done = results.get("parts") or []
+    missing = [p for p in REQUIRED_PARTS[work.question] if p not in done]
+    if missing:
+        problems.append(f"parts missing from results['parts']: {', '.join(missing)} "
+                        f"(found {done or 'none'})")
+    problems += figure_problems(work, results.get("figures"), root)
+    return problems
+
+
+def figure_problems(work: Work, figures, root: Path = ROOT) -> list[str]:
+    needed = FIGURE_PARTS[work.question]
+    if figures is None:
+        figures = {}
+    if not isinstance(figures, dict):
+        return ["results['figures'] must map each part to its PNG names, e.g. "
+                "{'a': ['a_vgg_curves.png'], 'b': [...]}"]
+    problems = [f"part ({part}) lists no figure in results['figures']"
+                for part in needed if not figures.get(part)]
+    for part, names in figures.items():
+        for name in ([names] if isinstance(names, str) else names or []):
+            relative = Path(name)
+            if relative.is_absolute() or ".." in relative.parts:
+                problems.append(f"figure {name!r} of part ({part}) must be a name inside results_dir")
+                continue
+            png = work.results_dir / relative
+            if not png.is_file():
+                problems.append(f"figure {_rel(png, root)} of part ({part}) is missing")
+            elif png.read_bytes()[:8] != PNG_MAGIC:
+                problems.append(f"figure {_rel(png, root)} of part ({part}) is not a PNG")
+    return problems
+
+
+def readme_problems(root: Path = ROOT) -> list[str]:
+    readme = root / "readme.txt"
+    if not readme.is_file():
+        return ["readme.txt is missing"]
+    text = readme.read_text(encoding="utf-8")
+    for section, what in (("Declaration", "help received, use of generative AI tools"),
+                          ("Survey", "hours spent")):
+        if not re.search(rf"^\s*{section}\b", text, flags=re.MULTILINE):
+            return [f"readme.txt has no '{section}' section ({what})"]
+    unfilled = [n for n, line in enumerate(text.splitlines(), 1) if PLACEHOLDER in line]
+    if unfilled:
+        return [f"readme.txt: fill in the Declaration and Survey (lines "
+                f"{', '.join(map(str, unfilled))} still say '{PLACEHOLDER} ...]'; "
+                "'None' is a valid answer)"]
+    return []
+
+
+def check_bundle(root: Path = ROOT, *, allow_smoke: bool = False,
+                 questions=QUESTIONS) -> tuple[dict[str, Work], list[str]]:
+    """Everything `make check` verifies. Returns the located work per question
+    and a list of problems, each prefixed with what it concerns; empty means ready."""
+    found, problems = {}, []
+    for q in questions:
+        work = locate(q, root)
+        if work is None:
+            problems.append(f"{q}: no executed notebook (build/{q}/{q}.ipynb, or {q}/{q}.ipynb "
+                            f"saved with its outputs): run `make all`")
+            continue
+        found[q] = work
+        problems += [f"{q}: {_rel(work.notebook, root)}: {p}" for p in notebook_problems(work.notebook)]
+        problems += [f"{q}: {p}" for p in summary_problems(work, allow_smoke, root)]
+    problems += readme_problems(root)
+    for name in NEEDED:
+        if not (root / name).exists():
+            problems.append(f"{name} is missing from the bundle")
+    return found, problems
+
+
+def smoke_runs(found: dict[str, Work]) -> list[str]:
+    smoke = []
+    for q, work in found.items():
+        try:
+            if json.loads((work.results_dir / "summary.json").read_text()).get("smoke"):
+                smoke.append(q)
+        except (OSError, json.JSONDecodeError):
+            pass
+    return smoke
+
+
+# --- the zip -------------------------------------------------------------------
+
+def validate_id(student_id: str) -> str:
+    if not student_id or not STUDENT_ID.fullmatch(student_id):
+        raise SubmitError(f"ID={student_id!r}: a student ID is letters and digits only, "
+                          "e.g. make zip ID=21123456D")
+    return student_id
+
+
+def _packable(path: Path) -> bool:
+    name = path.name
+    return (path.suffix.lower() not in SKIP_SUFFIXES
+            and not SKIP_NAMES.fullmatch(name)
+            and not name.startswith("."))
+
+
+def _walk(folder: Path):
+    """Files under `folder`, skipping caches, data, checkpoints and hidden files."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if _packable(path) and path.is_file():
+                yield path
+
+
+def zip_entries(found: dict[str, Work], root: Path = ROOT, *, with_extras: bool = False,
+                smoke: tuple = ()) -> dict[str, Path | bytes]:
+    """Archive name -> source file (or bytes). Names are relative, POSIX style."""
+    from .report import report_paths
+
+    entries: dict[str, Path | bytes] = {}
+    for q, work in found.items():
+        entries[f"{q}/{q}.ipynb"] = work.notebook
+        for pdf in report_paths(work.notebook).values():
+            entries[f"{q}/{pdf.name}"] = pdf
+        if work.results_dir.is_dir():
+            for path in _walk(work.results_dir):
+                entries[f"{q}/results/{path.relative_to(work.results_dir).as_posix()}"] = path
+        if q in smoke:
+            entries[f"{q}/SMOKE_RUN.txt"] = (
+                f"{q} was packed from a smoke run (tiny data, few epochs; ALLOW_SMOKE=1).\n"
+                "Its numbers do not answer the question; `make all` produces the full run.\n"
+            ).encode()
+    for name in BUNDLE_FILES:
+        if (root / name).is_file():
+            entries[name] = root / name
+    folders = BUNDLE_DIRS + (("extras",) if with_extras else ())
+    for folder in folders:
+        if (root / folder).is_dir():
+            for path in _walk(root / folder):
+                entries[path.relative_to(root).as_posix()] = path
+    if with_extras and (root / "build" / "extras").is_dir():
+        for path in _walk(root / "build" / "extras"):
+            entries["extras/executed/" + path.relative_to(root / "build" / "extras").as_posix()] = path
+    return entries
+
+
+def write_zip(path: Path, entries: dict[str, Path | bytes]) -> Path:
+    tmp = path.with_name(path.name + ".partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for name in sorted(entries):
+            source = entries[name]
+            if isinstance(source, bytes):
+                zf.writestr(name, source)
+            else:
+                zf.write(source, arcname=name)
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_reports(found: dict[str, Work], *, renderer: str = "auto") -> None:
+    """Render a notebook's PDFs when they are missing or older than the notebook."""
+    from .report import render_reports, report_paths
+
+    for q, work in found.items():
+        stamp = work.notebook.stat().st_mtime
+        pdfs = report_paths(work.notebook).values()
+        if all(p.is_file() and p.stat().st_mtime >= stamp for p in pdfs):
+            continue
+        print(f"{q}: rendering PDFs")
+        render_reports(work.notebook, renderer=renderer)
+
+
+def build_zip(student_id: str, root: Path = ROOT, *, out_dir: Path | None = None,
+              allow_smoke: bool = False, with_extras: bool = False,
+              renderer: str = "auto") -> Path:
+    """Check, render missing PDFs, and write `<out_dir>/<ID>.zip` (default: the
+    bundle root). Raises SubmitError listing every problem if a check fails."""
+    validate_id(student_id)
+    found, problems = check_bundle(root, allow_smoke=allow_smoke)
+    if problems:
+        raise SubmitError("not packing: fix these first\n" + "\n".join(f"  - {p}" for p in problems))
+    return pack(found, student_id, root, out_dir=out_dir, with_extras=with_extras,
+                renderer=renderer)
+
+
+def pack(found: dict[str, Work], student_id: str, root: Path = ROOT, *,
+         out_dir: Path | None = None, with_extras: bool = False, renderer: str = "auto") -> Path:
+    """Render missing PDFs and write the zip for work that passed the checks."""
+    validate_id(student_id)
+    ensure_reports(found, renderer=renderer)
+    smoke = tuple(smoke_runs(found))
+    entries = zip_entries(found, root, with_extras=with_extras, smoke=smoke)
+    out = (out_dir or root) / f"{student_id}.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_zip(out, entries)
+
+
+# --- command line ----------------------------------------------------------------
+
+def _print_check(found, problems, allow_smoke, root) -> None:
+    for q in found:
+        print(f"{q}: {_rel(found[q].notebook, root)}")
+    for q in smoke_runs(found) if allow_smoke else ():
+        print(f"{q}: SMOKE RUN, packed because ALLOW_SMOKE=1")
+    if problems:
+        print(f"\nNot ready to submit ({len(problems)} problem(s)):", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+    else:
+        print("check passed: every notebook ran in full, figures and declaration are in place")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m common.submit", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("report", help="PDFs of the executed notebooks")
+    rep.add_argument("notebooks", nargs="*", help="executed notebooks (default: every question's)")
+    chk = sub.add_parser("check", help="is the bundle ready to submit?")
+    zp = sub.add_parser("zip", help="check, then write <ID>.zip in the bundle root")
+    zp.add_argument("--id", required=True, help="your student ID, e.g. 21123456D")
+    zp.add_argument("--with-extras", action="store_true", help="also pack extras/")
+    for p in (chk, zp):
+        p.add_argument("--allow-smoke", action="store_true",
+                       help="accept smoke runs (labelled as such in the zip)")
+    for p in (rep, zp):
+        p.add_argument("--renderer", default="auto", help="auto, chromium, webpdf or latex")
+    # Another bundle folder than this one; the tests use it.
+    ap.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    root = args.root.resolve()
+    from .report import ReportError, find_mathjax, render_reports
+
+    try:
+        if args.command == "report":
+            notebooks = [Path(n) for n in args.notebooks] or [
+                w.notebook for w in (locate(q, root) for q in QUESTIONS) if w is not None]
+            if not notebooks:
+                raise SubmitError("no executed notebooks yet: run `make all` (or `make smoke`)")
+            mathjax = find_mathjax()
+            print(f"MathJax: {mathjax.split('?')[0]}" + (
+                "" if mathjax.startswith("file:")
+                else "  (needs internet; offline: apt-get install libjs-mathjax)"))
+            for nb in notebooks:
+                render_reports(nb, renderer=args.renderer)
+        elif args.command == "check":
+            found, problems = check_bundle(root, allow_smoke=args.allow_smoke)
+            _print_check(found, problems, args.allow_smoke, root)
+            return 1 if problems else 0
+        else:
+            validate_id(args.id)
+            found, problems = check_bundle(root, allow_smoke=args.allow_smoke)
+            _print_check(found, problems, args.allow_smoke, root)
+            if problems:
+                return 1
+            out = pack(found, args.id, root, with_extras=args.with_extras, renderer=args.renderer)
+            with zipfile.ZipFile(out) as zf:
+                count = len(zf.namelist())
+            print(f"wrote {_rel(out, root)} ({count} files, {out.stat().st_size / 1e6:.1f} MB)")
+    except (SubmitError, ReportError) as err:
+        print(f"\nERROR: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
