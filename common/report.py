@@ -62,7 +62,9 @@ PRINT_CSS = """
   .jp-OutputArea-child { break-inside: auto !important; }
   img, .jp-RenderedImage, tr, .MathJax_Display { break-inside: avoid !important; }
   table { max-width: 100%; }
-  td { overflow-wrap: anywhere; }  /* long cell text wraps; headers keep whole words */
+  /* break-word, not anywhere: "anywhere" lets table columns shrink to one
+     character, which squashes cells holding maths. */
+  td { overflow-wrap: break-word; }
   h1, h2, h3, h4 { break-after: avoid; }
   .report-warning { color: #b00; border: 2px solid #b00; padding: 6px; font-weight: bold; }
 </style>

@@ -62,3 +62,15 @@ def test_parameters_cell_is_plain_commented_constants(path):
     for line in tagged[0].source.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             assert "#" in line, f"{path.name}: parameter line without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_papermill_sees_every_parameter(path):
+    """papermill's parser silently drops a line it cannot read (e.g. a comment
+    holding '='), and that parameter can then never be overridden."""
+    import papermill as pm
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id for node in ast.parse(cell.source).body for t in node.targets}
+    assert assigned == set(pm.inspect_notebook(str(path)))
