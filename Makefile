@@ -10,7 +10,8 @@ KERNEL     ?= comp5541
 DATA_DIR   ?= data
 # Extra papermill parameters, e.g. SET="epochs=5 device=cuda"
 SET        ?=
-NOTEBOOKS  ?= Q1/Q1.ipynb Q2/Q2.ipynb Q3/Q3.ipynb
+NOTEBOOKS  ?= Q1/Q1.ipynb Q2/Q2.ipynb Q3/Q3.ipynb \
+              extras/theory_checks.ipynb extras/numpy_mlp.ipynb extras/fashion_mnist.ipynb
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.requirements-stamp
@@ -67,3 +68,12 @@ check: $(STAMP)  ## Is the bundle ready to submit? Lists what is missing
 
 zip: $(STAMP)  ## Check, make the PDFs, write <ID>.zip here (ID=21123456D)
 	$(PY) -m common.submit zip --id "$(ID)" $(SMOKE_FLAG) $(ZIP_ARGS)
+
+# --- Benchmarks: measured, on demand, never part of `make test` -------------------
+# BENCH_ARGS passes options to benchmarks/bench.py, e.g. BENCH_ARGS=--quick.
+BENCH_ARGS ?=
+
+.PHONY: bench
+
+bench: $(STAMP)  ## Measure pipelines, fit and make smoke vs the standard ways (~15 min)
+	$(PY) benchmarks/bench.py --data-dir $(DATA_DIR) $(BENCH_ARGS)

@@ -74,7 +74,9 @@ def notebook_parameters(profile: dict, notebook: Path, data_dir: str, overrides:
     """The parameters for one notebook, in increasing priority: profile
     defaults, the runner's paths, the profile's notebook entry, --set."""
     rel = notebook_id(notebook)
-    folder = rel.parent if rel.parent != Path(".") else Path(rel.stem)
+    # Q2/Q2.ipynb -> Q2; a folder of several notebooks (extras/) gets one
+    # subfolder each, so their summaries and runs never overwrite each other.
+    folder = rel.parent if rel.parent.name == rel.stem else rel.parent / rel.stem
     params = dict(profile["defaults"])
     params.update(data_dir=str(Path(data_dir).resolve()),
                   results_dir=str(build_dir / folder / "results"),

@@ -102,6 +102,15 @@ def test_parameter_priority(tmp_path):
     assert params["runs_dir"] == str(tmp_path / "r" / "smoke" / "Q2")
 
 
+def test_notebooks_sharing_a_folder_get_their_own_outputs(tmp_path):
+    profile = {"name": "full", "defaults": {}, "notebooks": {}}
+    a, b = (run.notebook_parameters(profile, ROOT / "extras" / f"{n}.ipynb", "data", {},
+                                    build_dir=tmp_path, runs_root=tmp_path / "r")
+            for n in ("numpy_mlp", "fashion_mnist"))
+    assert a["results_dir"] == str(tmp_path / "extras" / "numpy_mlp" / "results")
+    assert b["runs_dir"] == str(tmp_path / "r" / "full" / "extras" / "fashion_mnist")
+
+
 def test_set_values_keep_their_types():
     assert run.parse_sets(["epochs=5", "fractions=[0.1, 0.5]", "amp=false", "device=cuda"]) == {
         "epochs": 5, "fractions": [0.1, 0.5], "amp": False, "device": "cuda"}

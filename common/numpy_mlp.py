@@ -1,0 +1,449 @@
+"""A multi-layer perceptron in NumPy alone, composed from the layers of
+`common.backprop` (ECE 449 A2 task 1, ECE 421 A3 section 1).
+
+    params = init_mlp([784, 128, 10], activation="relu", seed=0)
+    loss, grads = mlp_loss(params, x, y, "relu")          # x (N, 784) float, y (N,) int
+    history = train(params, x_tr, y_tr, x_val, y_val, activation="relu", epochs=5,
+                    batch_size=64, lr=0.05, momentum=0.9)
+
+Parameters live in one dict: "W1" (H1, D), "b1" (H1,), "W2" ... in PyTorch's
+nn.Linear layout (backprop.py's), plus "alpha1", ... (per-unit slopes) for
+PReLU. The ECE 449 names map as: relu -> relu_forward/relu_backward, prelu ->
+prelu_forward/prelu_backward (backprop.py), DNNforward -> mlp_forward,
+DNNbackward -> mlp_backward, train -> train.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import backprop as bp
+from .selection import select_best  # noqa: F401  (re-exported: choose on validation)
+
+__all__ = ["ACTIVATIONS", "init_mlp", "mlp_forward", "mlp_backward", "mlp_loss", "mlp_autograd",
+           "sgd_momentum_step", "evaluate", "train", "flatten_images", "layer_checks",
+           "network_checks", "train_or_load", "select_best", "combo_name", "plot_iteration_loss",
+           "blas_threads"]
+
+ACTIVATIONS = ("relu", "prelu", "sigmoid", "tanh")
+PRELU_INIT = 0.25  # He et al. (2015)'s initial slope, also torch.nn.PReLU's
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r}: use one of {', '.join(ACTIVATIONS)}")
+
+
+def init_mlp(sizes: Sequence[int], activation: str = "relu", seed: int = 0) -> dict:
+    """Weights for layer sizes [D, H1, ..., C]: Gaussian with variance 2/fan_in (He)
+    for the ReLU family, 1/fan_in (LeCun) for sigmoid and tanh, so the activations
+    neither vanish nor blow up at the start; biases zero; PReLU slopes 0.25."""
+    _check_activation(activation)
+    if len(sizes) < 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes):
+        raise ValueError(f"sizes={sizes!r}: expected at least two positive integers [D, ..., C]")
+    rng = np.random.default_rng(seed)
+    gain = 2.0 if activation in ("relu", "prelu") else 1.0
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        params[f"W{i}"] = rng.normal(0.0, np.sqrt(gain / fan_in), size=(fan_out, fan_in))
+        params[f"b{i}"] = np.zeros(fan_out)
+        if activation == "prelu" and i < len(sizes) - 1:
+            params[f"alpha{i}"] = np.full(fan_out, PRELU_INIT)
+    return params
+
+
+def _layers(params: dict) -> int:
+    return sum(1 for k in params if k.startswith("W"))
+
+
+def _act_forward(h, activation, params, i):
+    if activation == "relu":
+        return bp.relu_forward(h)
+    if activation == "prelu":
+        return bp.prelu_forward(h, params[f"alpha{i}"])
+    if activation == "sigmoid":
+        return bp.sigmoid_forward(h)
+    return bp.tanh_forward(h)
+
+
+def _act_backward(dout, cache, activation):
+    """Returns (dx, dalpha or None)."""
+    if activation == "relu":
+        return bp.relu_backward(dout, cache), None
+    if activation == "prelu":
+        return bp.prelu_backward(dout, cache)
+    if activation == "sigmoid":
+        return bp.sigmoid_backward(dout, cache), None
+    return bp.tanh_backward(dout, cache), None
+
+
+def mlp_forward(params: dict, x: np.ndarray, activation: str = "relu"):
+    """DNNforward: (linear -> activation) for each hidden layer, then a linear output.
+
+    x: (N, D). Returns logits (N, C) and the caches the backward pass needs,
+    one (linear cache, activation cache) pair per layer (None after the last).
+    """
+    _check_activation(activation)
+    L = _layers(params)
+    caches = []
+    h = x
+    for i in range(1, L + 1):
+        h, lin = bp.linear_forward(h, params[f"W{i}"], params[f"b{i}"])
+        act = None
+        if i < L:
+            h, act = _act_forward(h, activation, params, i)
+        caches.append((lin, act))
+    return h, caches
+
+
+def mlp_backward(dlogits: np.ndarray, caches, activation: str = "relu") -> dict:
+    """DNNbackward: dlogits (N, C) = dL/dlogits -> gradients shaped like the params."""
+    grads = {}
+    d = dlogits
+    for i in range(len(caches), 0, -1):
+        lin, act = caches[i - 1]
+        if act is not None:
+            d, dalpha = _act_backward(d, act, activation)
+            if dalpha is not None:
+                grads[f"alpha{i}"] = dalpha
+        d, grads[f"W{i}"], grads[f"b{i}"] = bp.linear_backward(d, lin)
+    return grads
+
+
+def mlp_loss(params: dict, x: np.ndarray, y: np.ndarray, activation: str = "relu"):
+    """Mean softmax cross-entropy over the batch and its gradients.
+    x: (N, D); y: (N,) integer labels. Returns (loss, grads)."""
+    logits, caches = mlp_forward(params, x, activation)
+    loss, ce = bp.cross_entropy_forward(logits, y)
+    return float(loss), mlp_backward(bp.cross_entropy_backward(1.0, ce), caches, activation)
+
+
+def mlp_autograd(params: dict, x: np.ndarray, y: np.ndarray, activation: str = "relu"):
+    """The independent reference: the same network in torch float64 (F.linear,
+    F.prelu, F.cross_entropy), gradients by autograd. Returns (loss, grads)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    acts = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+    h = torch.tensor(x, dtype=torch.float64)
+    L = _layers(params)
+    for i in range(1, L + 1):
+        h = F.linear(h, t[f"W{i}"], t[f"b{i}"])
+        if i < L:
+            h = F.prelu(h, t[f"alpha{i}"]) if activation == "prelu" else acts[activation](h)
+    loss = F.cross_entropy(h, torch.as_tensor(np.asarray(y), dtype=torch.int64))
+    loss.backward()
+    return float(loss.detach()), {k: v.grad.numpy() for k, v in t.items()}
+
+
+def sgd_momentum_step(params: dict, grads: dict, velocity: dict, lr: float, momentum: float) -> None:
+    """In place: v <- momentum v - lr g; p <- p + v (CS231n's sgd_momentum, and
+    torch.optim.SGD's update up to where lr is applied; the two agree for a fixed lr).
+    `velocity` starts empty and gets zeros on first use."""
+    for k, g in grads.items():
+        v = velocity.get(k)
+        v = -lr * g if v is None else momentum * v - lr * g
+        velocity[k] = v
+        params[k] += v
+
+
+def evaluate(params: dict, x: np.ndarray, y: np.ndarray, activation: str = "relu",
+             batch_size: int = 4096) -> dict:
+    """Mean loss and accuracy over a whole set, in chunks to bound memory."""
+    total, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        logits, _ = mlp_forward(params, x[start:start + batch_size], activation)
+        yb = y[start:start + batch_size]
+        total += bp.cross_entropy_forward(logits, yb, reduction="sum")[0]
+        correct += int((logits.argmax(axis=1) == yb).sum())
+    return {"loss": float(total / len(x)), "acc": correct / len(x)}
+
+
+def _openblas_thread_controls():
+    """(set, get) for the thread count of the OpenBLAS that NumPy loaded, or (None, None).
+
+    Found through /proc/self/maps (Linux) and ctypes; NumPy's wheels ship OpenBLAS
+    with prefixed, 64-bit-integer symbol names, hence the list of candidates."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None, None
+    paths = sorted({line.split()[-1] for line in maps.splitlines()
+                    if "openblas" in line.lower() and line.split()[-1].startswith("/")})
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    return setter, getter
+    return None, None
+
+
+@contextlib.contextmanager
+def blas_threads(n: int = 1):
+    """Run NumPy's matrix products on `n` BLAS threads inside the block, then restore.
+
+    A mini-batch of 64 rows is too small to split across threads: OpenBLAS's
+    threads then mostly wait for each other, and on a busy two-core machine one
+    training epoch measured about 50 times slower on 2 threads than on 1. Best
+    effort: without OpenBLAS (or off Linux) the block runs unchanged."""
+    setter, getter = _openblas_thread_controls()
+    if setter is None:
+        yield
+        return
+    before = int(getter())
+    setter(int(n))
+    try:
+        yield
+    finally:
+        setter(before)
+
+
+def train(params: dict, x_train, y_train, x_val, y_val, *, activation: str = "relu",
+          epochs: int = 5, batch_size: int = 64, lr: float = 0.05, momentum: float = 0.9,
+          seed: int = 0, log: Callable[[str], None] | None = print) -> dict:
+    """Mini-batch SGD with momentum, updating `params` in place (on one BLAS thread,
+    see blas_threads).
+
+    Every epoch reshuffles the training set with a generator seeded by (seed, epoch)
+    and ends with one evaluation on the validation set. Returns the history:
+    iter_loss (one per mini-batch), and per epoch train_loss (the mean of that
+    epoch's mini-batch losses), val_loss, val_acc, seconds.
+    """
+    with blas_threads(1):
+        return _train(params, x_train, y_train, x_val, y_val, activation, epochs, batch_size,
+                      lr, momentum, seed, log)
+
+
+def _train(params, x_train, y_train, x_val, y_val, activation, epochs, batch_size, lr,
+           momentum, seed, log) -> dict:
+    history = {"iter_loss": [], "train_loss": [], "val_loss": [], "val_acc": [], "seconds": [],
+               "stopped": None}
+    velocity: dict = {}
+    n = len(x_train)
+    for epoch in range(epochs):
+        last_good = {k: v.copy() for k, v in params.items()}
+        started = time.time()
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        losses = []
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss, grads = mlp_loss(params, x_train[idx], y_train[idx], activation)
+            if not np.isfinite(loss):
+                # Diverged: record why and keep the weights of the last finished epoch,
+                # so a comparison of several settings carries on (like common.train.fit).
+                history["stopped"] = (f"non-finite loss at epoch {epoch + 1}, iteration "
+                                      f"{len(history['iter_loss']) + len(losses) + 1}: the learning "
+                                      f"rate {lr:g} (momentum {momentum:g}) is too large here")
+                params.update(last_good)
+                history["iter_loss"] += losses
+                if log:
+                    log("STOPPED: " + history["stopped"])
+                return history
+            sgd_momentum_step(params, grads, velocity, lr, momentum)
+            losses.append(loss)
+        with np.errstate(over="ignore", invalid="ignore"):
+            val = evaluate(params, x_val, y_val, activation)
+        if not np.isfinite(val["loss"]):
+            history["stopped"] = (f"non-finite validation loss after epoch {epoch + 1}: the learning "
+                                  f"rate {lr:g} (momentum {momentum:g}) is too large here")
+            params.update(last_good)
+            history["iter_loss"] += losses
+            if log:
+                log("STOPPED: " + history["stopped"])
+            return history
+        history["iter_loss"] += losses
+        history["train_loss"].append(float(np.mean(losses)))
+        history["val_loss"].append(val["loss"])
+        history["val_acc"].append(val["acc"])
+        history["seconds"].append(time.time() - started)
+        if log:
+            log(f"epoch {epoch + 1:>3}/{epochs}  train_loss {history['train_loss'][-1]:.4f}  "
+                f"val_loss {val['loss']:.4f}  val_acc {val['acc']:.4f}  lr {lr:g}  "
+                f"{history['seconds'][-1]:.1f}s")
+    return history
+
+
+def flatten_images(images, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 (N, C, H, W) tensor or array -> float64 (N, C*H*W), normalised per channel."""
+    x = np.asarray(images.cpu() if hasattr(images, "cpu") else images, dtype=np.float64) / 255.0
+    mean = np.asarray(mean).reshape(1, -1, 1, 1)
+    std = np.asarray(std).reshape(1, -1, 1, 1)
+    return ((x - mean) / std).reshape(len(x), -1)
+
+
+# --- gradient checks ------------------------------------------------------------------------
+
+def _away_from_kink(x: np.ndarray, margin: float = 0.05) -> np.ndarray:
+    """Move entries off 0, where ReLU/PReLU have no derivative and a centred
+    difference straddles both branches."""
+    return np.where(np.abs(x) < margin, np.where(x < 0, -1.0, 1.0) * (margin + np.abs(x)), x)
+
+
+def layer_checks(seed: int = 0, n: int = 4, d: int = 6, m: int = 5) -> list[dict]:
+    """Every layer's backward pass against centred finite differences and torch
+    autograd, with a random upstream gradient. One row per (layer, input):
+    layer, wrt, fd_error, autograd_error (rel_error)."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    x = _away_from_kink(rng.normal(size=(n, d)))
+    w, b = rng.normal(size=(m, d)), rng.normal(size=m)
+    alpha = rng.uniform(0.05, 0.5, size=d)
+    dout_nd, dout_nm = rng.normal(size=(n, d)), rng.normal(size=(n, m))
+    labels = rng.integers(0, m, size=n)
+    z = rng.normal(size=(n, m))
+    rows = []
+
+    def ref(fn, arrays, dout):
+        ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+        out = fn(*ts)
+        out = out if dout is None else (out * torch.tensor(dout)).sum()
+        return [g.numpy() for g in torch.autograd.grad(out, ts)]
+
+    def add(layer, wrt, analytic, fd, auto):
+        rows.append({"layer": layer, "wrt": wrt, "fd_error": bp.rel_error(analytic, fd),
+                     "autograd_error": bp.rel_error(analytic, auto)})
+
+    out, cache = bp.linear_forward(x, w, b)
+    dx, dw, db = bp.linear_backward(dout_nm, cache)
+    auto = ref(lambda a, c, e: F.linear(a, c, e), [x, w, b], dout_nm)
+    for name, analytic, arr, a_ref in (("x", dx, x, auto[0]), ("W", dw, w, auto[1]), ("b", db, b, auto[2])):
+        fd = bp.numerical_gradient(
+            lambda v, name=name: bp.linear_forward(v if name == "x" else x, v if name == "W" else w,
+                                                   v if name == "b" else b)[0],
+            arr.copy(), dout_nm)
+        add("linear", name, analytic, fd, a_ref)
+
+    for layer, fwd, bwd, tfn in (("relu", bp.relu_forward, bp.relu_backward, torch.relu),
+                                 ("sigmoid", bp.sigmoid_forward, bp.sigmoid_backward, torch.sigmoid),
+                                 ("tanh", bp.tanh_forward, bp.tanh_backward, torch.tanh)):
+        _, cache = fwd(x)
+        analytic = bwd(dout_nd, cache)
+        fd = bp.numerical_gradient(lambda v, fwd=fwd: fwd(v)[0], x.copy(), dout_nd)
+        add(layer, "x", analytic, fd, ref(tfn, [x], dout_nd)[0])
+
+    _, cache = bp.prelu_forward(x, alpha)
+    dx, dalpha = bp.prelu_backward(dout_nd, cache)
+    auto = ref(F.prelu, [x, alpha], dout_nd)
+    add("prelu", "x", dx, bp.numerical_gradient(lambda v: bp.prelu_forward(v, alpha)[0], x.copy(), dout_nd),
+        auto[0])
+    add("prelu", "alpha", dalpha,
+        bp.numerical_gradient(lambda v: bp.prelu_forward(x, v)[0], alpha.copy(), dout_nd), auto[1])
+
+    _, cache = bp.cross_entropy_forward(z, labels)
+    dz = bp.cross_entropy_backward(1.0, cache)
+    fd = bp.numerical_gradient(lambda v: bp.cross_entropy_forward(v, labels)[0], z.copy())
+    auto = ref(lambda a: F.cross_entropy(a, torch.as_tensor(labels)), [z], None)
+    add("softmax cross-entropy", "logits", dz, fd, auto[0])
+    return rows
+
+
+def network_checks(sizes: Sequence[int] = (8, 7, 6, 4), n: int = 5, seed: int = 0) -> list[dict]:
+    """The whole network's gradients (mlp_loss) against finite differences of the
+    loss and against mlp_autograd, for every activation and every parameter.
+    One row per (activation, parameter): activation, param, fd_error, autograd_error."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, sizes[0]))
+    y = rng.integers(0, sizes[-1], size=n)
+    rows = []
+    for activation in ACTIVATIONS:
+        params = init_mlp(sizes, activation, seed=seed)
+        for k in params:  # non-zero biases and slopes exercise every term
+            if k.startswith("b") or k.startswith("alpha"):
+                params[k] = params[k] + rng.uniform(0.05, 0.3, size=params[k].shape)
+        _, grads = mlp_loss(params, x, y, activation)
+        _, auto = mlp_autograd(params, x, y, activation)
+        for k in params:
+            def loss_of(v, k=k):
+                return mlp_loss({**params, k: v}, x, y, activation)[0]
+            fd = bp.numerical_gradient(loss_of, params[k].copy())
+            rows.append({"activation": activation, "param": k,
+                         "fd_error": bp.rel_error(grads[k], fd),
+                         "autograd_error": bp.rel_error(grads[k], auto[k])})
+    return rows
+
+
+# --- hyperparameter combinations: train once, reuse on a re-run ----------------------------
+
+def combo_name(combo: dict) -> str:
+    """A folder name for a combination, e.g. 'lr0.05_mom0.9_relu_h128'."""
+    hidden = combo["hidden"] if isinstance(combo["hidden"], (list, tuple)) else [combo["hidden"]]
+    return (f"lr{combo['lr']:g}_mom{combo['momentum']:g}_{combo['activation']}_h"
+            + "-".join(str(h) for h in hidden))
+
+
+def train_or_load(combo: dict, data: dict, *, run_dir: str | Path, epochs: int, batch_size: int,
+                  seed: int, force: bool = False, log: Callable[[str], None] | None = print) -> dict:
+    """Train one combination (lr, momentum, activation, hidden) on data["train"], selecting
+    on data["val"] (each an (x, y) pair), or reuse the run saved in run_dir with the
+    same settings and data sizes. Returns {"combo", "history", "params", "reused"}."""
+    run_dir = Path(run_dir)
+    x_tr, y_tr = data["train"]
+    x_val, y_val = data["val"]
+    hidden = combo["hidden"] if isinstance(combo["hidden"], (list, tuple)) else [combo["hidden"]]
+    sizes = [x_tr.shape[1], *[int(h) for h in hidden], int(max(y_tr.max(), y_val.max())) + 1]
+    settings = {**combo, "hidden": hidden, "sizes": sizes, "epochs": epochs,
+                "batch_size": batch_size, "seed": seed, "n_train": len(x_tr), "n_val": len(x_val)}
+    meta, weights = run_dir / "run.json", run_dir / "params.npz"
+    if not force and meta.is_file() and weights.is_file():
+        saved = json.loads(meta.read_text())
+        if saved.get("settings") == json.loads(json.dumps(settings)):
+            with np.load(weights) as f:
+                params = {k: f[k] for k in f.files}
+            if log:
+                log(f"{combo_name(combo)}: reusing the finished run in {run_dir}")
+            return {"combo": combo, "history": saved["history"], "params": params, "reused": True}
+    if log:
+        log(f"{combo_name(combo)}: training {sizes} for {epochs} epoch(s)")
+    params = init_mlp(sizes, combo["activation"], seed=seed)
+    history = train(params, x_tr, y_tr, x_val, y_val, activation=combo["activation"],
+                    epochs=epochs, batch_size=batch_size, lr=combo["lr"],
+                    momentum=combo["momentum"], seed=seed, log=log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(weights, **params)
+    from .runtime import write_json
+    write_json(meta, {"settings": settings, "history": history})
+    return {"combo": combo, "history": history, "params": params, "reused": False}
+
+
+def plot_iteration_loss(history: dict, *, batches_per_epoch: int, window: int = 50,
+                        title: str | None = None, save_to=None):
+    """Training loss against iteration (one point per mini-batch), a moving average over
+    `window` iterations, and the validation loss at the end of each epoch."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save_figure
+
+    loss = np.asarray(history["iter_loss"], dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
+    steps = np.arange(1, len(loss) + 1)
+    ax.plot(steps, loss, lw=0.6, alpha=0.45, label="mini-batch loss")
+    w = max(1, min(window, len(loss) // 5 or 1))
+    if len(loss) >= w > 1:
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, lw=1.8, label=f"moving average ({w} iterations)")
+    ends = batches_per_epoch * np.arange(1, len(history["val_loss"]) + 1)
+    ax.plot(ends, history["val_loss"], "o-", color="tab:red", label="validation loss (end of epoch)")
+    ax.set(xlabel="iteration (mini-batch)", ylabel="cross-entropy loss",
+           title=title or "training loss against iterations")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    plt.close(fig)
+    if save_to is not None:
+        save_figure(fig, save_to)
+    return fig

@@ -1,0 +1,174 @@
+"""common.numpy_mlp: the whole network against finite differences and an
+independent torch model, SGD with momentum against torch.optim.SGD, training
+that learns, diverges gracefully and is reused; extras/numpy_mlp.ipynb on real
+Fashion-MNIST in smoke mode."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common import backprop as bp
+from common import numpy_mlp as nm
+from extras_helpers import bundle_tmpdir, cleanup, data_dir_for, run_extra
+
+
+def blobs(n=300, d=10, classes=3, seed=0, spread=0.6):
+    """Linearly separable-ish Gaussian blobs: a problem an MLP must learn."""
+    r = np.random.default_rng(seed)
+    centres = r.normal(scale=3.0, size=(classes, d))
+    y = r.integers(0, classes, size=n)
+    return centres[y] + r.normal(scale=spread, size=(n, d)), y
+
+
+@pytest.mark.parametrize("activation", nm.ACTIVATIONS)
+def test_whole_network_gradients_against_finite_differences_and_torch(activation):
+    r = np.random.default_rng(1)
+    sizes = [6, 5, 4, 3]
+    params = nm.init_mlp(sizes, activation, seed=2)
+    for k in params:
+        if k.startswith(("b", "alpha")):
+            params[k] = params[k] + r.uniform(0.05, 0.3, size=params[k].shape)
+    x, y = r.normal(size=(7, 6)), r.integers(0, 3, size=7)
+    loss, grads = nm.mlp_loss(params, x, y, activation)
+    assert set(grads) == set(params)
+    for k in params:
+        fd = bp.numerical_gradient(lambda v, k=k: nm.mlp_loss({**params, k: v}, x, y, activation)[0],
+                                   params[k].copy())
+        assert bp.rel_error(grads[k], fd) < bp.FD_TOLERANCE, k
+    # An independent torch model built layer by layer with nn modules.
+    layers = []
+    for i in range(1, 4):
+        lin = torch.nn.Linear(sizes[i - 1], sizes[i]).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.tensor(params[f"W{i}"]))
+            lin.bias.copy_(torch.tensor(params[f"b{i}"]))
+        layers.append(lin)
+        if i < 3:
+            if activation == "prelu":
+                act = torch.nn.PReLU(sizes[i]).double()
+                with torch.no_grad():
+                    act.weight.copy_(torch.tensor(params[f"alpha{i}"]))
+            else:
+                act = {"relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh}[activation]()
+            layers.append(act)
+    net = torch.nn.Sequential(*layers)
+    ref = F.cross_entropy(net(torch.tensor(x)), torch.tensor(y))
+    ref.backward()
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    for i in range(1, 4):
+        lin = layers[2 * (i - 1)]
+        assert bp.rel_error(grads[f"W{i}"], lin.weight.grad.numpy()) < bp.AUTOGRAD_TOLERANCE
+        assert bp.rel_error(grads[f"b{i}"], lin.bias.grad.numpy()) < bp.AUTOGRAD_TOLERANCE
+        if activation == "prelu" and i < 3:
+            assert bp.rel_error(grads[f"alpha{i}"], layers[2 * i - 1].weight.grad.numpy()) < bp.AUTOGRAD_TOLERANCE
+
+
+def test_layer_and_network_check_tables_pass_and_would_catch_a_bug(monkeypatch):
+    rows = nm.layer_checks(seed=3) + nm.network_checks(seed=3)
+    assert all(r["fd_error"] < bp.FD_TOLERANCE and r["autograd_error"] < bp.AUTOGRAD_TOLERANCE for r in rows)
+    # A wrong tanh derivative (missing the square) must show up in both references.
+    monkeypatch.setattr(bp, "tanh_backward", lambda dout, out: dout * (1.0 - out))
+    broken = [r for r in nm.network_checks(seed=3) if r["activation"] == "tanh" and r["param"] == "W1"]
+    assert broken[0]["fd_error"] > 1e-3 and broken[0]["autograd_error"] > 1e-3
+
+
+def test_sgd_momentum_matches_torch_sgd_over_several_steps():
+    r = np.random.default_rng(4)
+    params = {"w": r.normal(size=(3, 2))}
+    tw = torch.tensor(params["w"], requires_grad=True)
+    opt = torch.optim.SGD([tw], lr=0.1, momentum=0.8)
+    velocity = {}
+    for step in range(5):
+        g = r.normal(size=(3, 2))
+        nm.sgd_momentum_step(params, {"w": g}, velocity, lr=0.1, momentum=0.8)
+        tw.grad = torch.tensor(g)
+        opt.step()
+        np.testing.assert_allclose(params["w"], tw.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_training_learns_a_separable_problem():
+    x, y = blobs()
+    xv, yv = blobs(n=100, seed=0)  # same centres (same seed), new draws of the labels and noise
+    params = nm.init_mlp([10, 16, 3], "relu", seed=0)
+    before = nm.evaluate(params, xv, yv, "relu")
+    history = nm.train(params, x, y, xv, yv, activation="relu", epochs=5, batch_size=32, lr=0.05,
+                       momentum=0.9, log=None)
+    assert history["stopped"] is None
+    assert len(history["iter_loss"]) == 5 * -(-300 // 32)
+    assert history["val_acc"][-1] > 0.9 > before["acc"]
+    assert np.mean(history["iter_loss"][-10:]) < 0.5 * np.mean(history["iter_loss"][:10])
+
+
+def test_diverging_training_stops_and_restores_the_last_good_weights():
+    x, y = blobs()
+    params = nm.init_mlp([10, 16, 3], "relu", seed=0)
+    start = {k: v.copy() for k, v in params.items()}
+    history = nm.train(params, x * 1e3, y, x, y, activation="relu", epochs=3, batch_size=32, lr=50.0,
+                       momentum=0.99, log=None)
+    assert history["stopped"] and "learning rate 50" in history["stopped"]
+    done = len(history["val_acc"])
+    assert done < 3 and len(history["train_loss"]) == done and np.all(np.isfinite(history["val_loss"]))
+    # The weights are those of the last finished epoch (the start, if none finished).
+    assert all(np.all(np.isfinite(v)) for v in params.values())
+    if done == 0:
+        assert all(np.array_equal(params[k], start[k]) for k in params)
+    else:
+        assert np.isfinite(nm.evaluate(params, x, y, "relu")["loss"])
+
+
+def test_train_or_load_reuses_a_finished_run(tmp_path):
+    x, y = blobs()
+    data = {"train": (x, y), "val": blobs(n=60, seed=0)}
+    combo = {"lr": 0.05, "momentum": 0.9, "activation": "tanh", "hidden": 8}
+    first = nm.train_or_load(combo, data, run_dir=tmp_path / "run", epochs=2, batch_size=32, seed=1, log=None)
+    again = nm.train_or_load(combo, data, run_dir=tmp_path / "run", epochs=2, batch_size=32, seed=1, log=None)
+    assert not first["reused"] and again["reused"]
+    assert again["history"]["val_acc"] == first["history"]["val_acc"]
+    assert all(np.array_equal(first["params"][k], again["params"][k]) for k in first["params"])
+    other = nm.train_or_load(combo, data, run_dir=tmp_path / "run", epochs=3, batch_size=32, seed=1, log=None)
+    assert not other["reused"] and len(other["history"]["val_acc"]) == 3
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        nm.init_mlp([4, 3], "gelu")
+    with pytest.raises(ValueError, match="sizes"):
+        nm.init_mlp([4], "relu")
+
+
+def test_numpy_mlp_notebook_smoke_on_real_data(fashion_system_dir):
+    tmp = bundle_tmpdir("test-numpy-mlp-")
+    try:
+        nb, summary = run_extra("numpy_mlp", tmp, data_dir=data_dir_for(fashion_system_dir),
+                                runs_dir=str(tmp / "runs"), smoke=True)
+        res = summary["results"]
+        assert summary["smoke"] is True
+        assert len(res["combinations"]) >= 3
+        scores = [c["val_accuracy"] for c in res["combinations"]]
+        assert res["best"]["index"] == int(np.nanargmax(scores))  # chosen on validation
+        assert 0 <= res["best"]["test_error"] <= 1
+        assert res["best"]["test_error"] == pytest.approx(1 - res["best"]["test_accuracy"])
+        for part, names in res["figures"].items():
+            for name in names:
+                assert (tmp / "results" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert res["sizes"]["train"] > 100 and res["epochs"] == 1
+    finally:
+        cleanup(tmp)
+
+
+def test_blas_threads_sets_and_restores_the_thread_count():
+    setter, getter = nm._openblas_thread_controls()
+    a = np.random.default_rng(7).normal(size=(50, 40))
+    outside = a @ a.T
+    with nm.blas_threads(1):
+        if getter is not None:
+            assert getter() == 1
+        inside = a @ a.T
+    np.testing.assert_allclose(inside, outside, rtol=1e-12)
+    if getter is not None:
+        before = getter()
+        with nm.blas_threads(1):
+            pass
+        assert getter() == before
