@@ -16,6 +16,7 @@ A new entry is one decorated function:
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable, Sequence
 
@@ -311,6 +312,14 @@ def _mlp(num_classes: int, in_channels: int, input_size: int = 28,
     return MLP(num_classes, in_channels, input_size=input_size, hidden=tuple(hidden),
                dropout=dropout)
 
+
+# torchvision's ImageNet models for Q3 (common/transfer.py): tv_alexnet, tv_resnet18,
+# tv_vgg16, ... They take 224x224 inputs and `pretrained=`; the tv_ prefix keeps them
+# apart from the CIFAR-sized nets above.
+from . import transfer as _transfer  # noqa: E402  (transfer does not import models)
+
+for _name in _transfer.TRANSFER_MODELS:
+    register(_name)(functools.partial(_transfer.build_transfer_model, _name))
 
 # Register new models above this line, so the tuple includes them.
 MODEL_NAMES: tuple[str, ...] = tuple(list_models())

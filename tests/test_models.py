@@ -25,7 +25,8 @@ def linear(cin: int, cout: int) -> int:
 
 def test_registry_lists_every_model():
     assert set(list_models()) == {"alexnet", "vgg11", "vgg13", "vgg16", "resnet18", "resnet34",
-                                  "lenet5", "mlp"}
+                                  "lenet5", "mlp", "tv_alexnet", "tv_resnet18", "tv_vgg16",
+                                  "tv_vgg11_bn", "tv_resnet50"}
     assert MODEL_NAMES == tuple(list_models())
 
 
@@ -34,6 +35,12 @@ def test_unknown_name_lists_the_valid_ones():
         build_model("vgg19")
     for name in list_models():
         assert name in str(err.value)
+
+
+def test_torchvision_models_come_through_the_registry():
+    model = build_model("tv_resnet18", num_classes=7)  # random weights: nothing downloads
+    assert model.fc.out_features == 7
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 7)
 
 
 def test_unknown_option_names_the_accepted_ones():

@@ -1,0 +1,137 @@
+"""Q3: the notebook end to end in smoke mode on the real CIFAR-10 copy, through the
+same runner and profile as `make smoke`.
+
+There are no ImageNet weights on the test machines: with an empty TORCH_HOME the
+smoke run fabricates random stand-ins in its runs folder. The test checks the
+plumbing and the honesty of the text, never an accuracy.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from common import run
+from common.runtime import ROOT
+from conftest import bundle_kernel
+
+NOTEBOOK = ROOT / "Q3" / "Q3.ipynb"
+
+
+def test_papermill_sees_every_parameter():
+    # papermill silently skips a parameter line it cannot parse (an "=" in the
+    # comment is enough) and then never overrides it.
+    source = next(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells
+                  if "parameters" in c.metadata.get("tags", []))
+    assigned = {line.split("=")[0].strip() for line in source.splitlines() if "=" in line}
+    assert set(pm.inspect_notebook(str(NOTEBOOK))) == assigned
+
+
+@pytest.fixture(scope="module")
+def smoke_run(cifar_data_dir, tmp_path_factory):
+    """The smoke profile on the real data, with an empty TORCH_HOME (no weights)."""
+    (ROOT / "build").mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="test-q3-", dir=ROOT / "build"))
+    torch_home = tmp / "torch-home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(torch_home))  # inherited by the papermill kernel
+        args = ["--profile", str(ROOT / "profiles" / "smoke.yaml"), "--data-dir", str(cifar_data_dir),
+                "--build-dir", str(tmp / "build"), "--runs-dir", str(tmp / "runs"), str(NOTEBOOK)]
+        if bundle_kernel():
+            args += ["--kernel", bundle_kernel()]
+        code = run.main(args)
+    out = tmp / "build" / "Q3" / "Q3.ipynb"
+    assert code == 0, f"the smoke run failed; see {out}"
+    results = tmp / "build" / "Q3" / "results"
+    summary = json.loads((results / "summary.json").read_text())
+    yield {"nb": nbformat.read(out, as_version=4), "summary": summary, "results": results,
+           "torch_home": torch_home, "runs": tmp / "runs"}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def shown_text(nb) -> str:
+    """Everything a reader sees in the executed notebook's outputs."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(output.get("data", {}).get("text/markdown", ""))
+    return "\n".join(parts)
+
+
+def test_smoke_run_writes_every_part_and_figure(smoke_run):
+    s = smoke_run["summary"]
+    assert s["smoke"] is True and s["config"]["device"] == "cpu"
+    results = s["results"]
+    assert results["parts"] == ["a", "b", "c"]
+    assert results["figures"] and all((smoke_run["results"] / f).is_file() for f in results["figures"])
+    runs = results["runs"]
+    config = s["config"]
+    assert len([r for r in runs if r["part"] == "a"]) == 2 * len(config["fractions"])
+    assert [r["model"] for r in runs if r["part"] == "b"] == config["models_b"]
+    assert [r["freeze"] for r in runs if r["part"] == "c"] == config["freeze_strategies"]
+    for r in runs:
+        assert {"part", "model", "pretrained", "fraction", "freeze", "trainable_params",
+                "total_params", "history"} <= set(r)
+        h = r["history"]
+        assert len(h["test_accuracy"]) == r["epochs"] == 1 and h["stopped"] is None
+        assert all(0 <= a <= 1 for a in h["test_accuracy"] + h["train_accuracy"])
+        assert r["image_size"] == 64
+
+
+def test_pretrained_and_scratch_see_the_same_images(smoke_run):
+    s = smoke_run["summary"]
+    runs_a = [r for r in s["results"]["runs"] if r["part"] == "a"]
+    pool = s["config"]["smoke_train_images"]
+    for f in s["config"]["fractions"]:
+        pair = [r for r in runs_a if r["fraction"] == f]
+        assert sorted(r["pretrained"] for r in pair) == [False, True]
+        assert len({r["subset_digest"] for r in pair}) == 1
+        # Stratified: the same share of each of the 10 equally sized classes.
+        assert {r["train_images"] for r in pair} == {10 * round(f * pool / 10)}
+        assert {r["epochs"] for r in pair} == {s["config"]["epochs_a"]}
+    assert len({r["subset_digest"] for r in runs_a}) == len(s["config"]["fractions"])
+
+
+def test_partial_fine_tuning_counts_and_reuse(smoke_run):
+    runs = smoke_run["summary"]["results"]["runs"]
+    part_c = {r["freeze"]: r for r in runs if r["part"] == "c"}
+    total = part_c["none"]["total_params"]
+    assert part_c["head"]["trainable_params"] == 512 * 10 + 10  # ResNet18's new fc only
+    assert part_c["none"]["trainable_params"] == total
+    assert part_c["head"]["trainable_params"] < part_c["upto:layer3"]["trainable_params"] < total
+    # (c)'s all-layers run has (b)'s settings: it is the same run, trained once.
+    b_resnet = next(r for r in runs if r["part"] == "b" and r["model"] == "tv_resnet18")
+    assert part_c["none"]["run_dir"] == b_resnet["run_dir"]
+    assert part_c["none"]["history"] == b_resnet["history"]
+
+
+def test_learning_rates_are_chosen_on_validation(smoke_run):
+    results = smoke_run["summary"]["results"]
+    for sel in results["lr_selection"]:
+        scores = {c["lr"]: c["val_accuracy"] for c in sel["candidates"] if not c["stopped"]}
+        best = max(scores.values())
+        assert sel["chosen_lr"] == min(lr for lr, v in scores.items() if v == best)
+    chosen = {(s["model"], s["pretrained"], s["freeze"]): s["chosen_lr"] for s in results["lr_selection"]}
+    for r in results["runs"]:
+        assert r["lr"] == chosen[r["model"], r["pretrained"], r["freeze"]]
+
+
+def test_fabricated_weights_are_labelled_and_kept_out_of_torch_home(smoke_run):
+    results = smoke_run["summary"]["results"]
+    assert set(results["weights_source"].values()) == {"unofficial"}
+    assert {r["weights_source"] for r in results["runs"] if r["pretrained"]} == {"unofficial"}
+    # The stand-ins live in the smoke run's own folder, never in torch.hub's cache,
+    # where a later full run would load them as ImageNet weights.
+    assert not list(smoke_run["torch_home"].rglob("*.pth"))
+    assert list((smoke_run["runs"] / "smoke" / "Q3" / "fabricated-weights").glob("*.pth"))
+    text = shown_text(smoke_run["nb"])
+    assert "FABRICATED random weights" in text
+    assert "**Not ImageNet weights**" in text and "**Smoke run**" in text
+    for part in ("(a)", "(b)", "(c)"):
+        assert f"**Observations {part}.**" in text
