@@ -4,6 +4,10 @@
     fig = plot_history(history, title="VGG-16", save_to=results_dir / "vgg16.png")
     fig = plot_comparison({"SGD": h1, "RMSProp": h2, "Adam": h3}, save_to=...)
     fig = plot_confusion_matrix(labels, predictions, classes, save_to=...)
+    fig = plot_samples(ds.train_images, ds.train_labels, ds.classes, save_to=...)
+
+A run monitored on a validation split instead of the test set passes
+`held_out="val"`, so its curves are labelled for what they are.
 
 Every function returns the matplotlib Figure and, given `save_to`, writes it as a
 PNG (150 dpi, tight bounding box). Figures are closed in pyplot before they are
@@ -24,7 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 __all__ = ["save_figure", "plot_history", "plot_comparison", "confusion_matrix",
-           "per_class_accuracy", "plot_confusion_matrix", "plot_per_class_accuracy"]
+           "per_class_accuracy", "plot_confusion_matrix", "plot_per_class_accuracy",
+           "plot_samples", "plot_class_counts"]
 
 DPI = 150
 
@@ -70,24 +75,25 @@ def _percent(values: Sequence[float]) -> np.ndarray:
     return 100 * np.asarray(values, dtype=float)
 
 
-def plot_history(history: Mapping[str, Any], *, title: str | None = None,
+def plot_history(history: Mapping[str, Any], *, title: str | None = None, held_out: str = "test",
                  save_to: str | os.PathLike | None = None) -> Figure:
     """Loss (train and test) and accuracy (train and test, in %) against epoch.
 
-    A run that stopped early (a non-finite loss) says why in red under the panels,
-    and shows only the epochs it completed."""
+    `held_out` names the set in the history's test_* columns ("val" for a run
+    monitored on a validation split). A run that stopped early (a non-finite loss)
+    says why in red under the panels, and shows only the epochs it completed."""
     _check_history(history, "plot_history")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     epochs = history["epoch"]
     ax_loss.plot(epochs, history["train_loss"], "o-", ms=3, label="train")
-    ax_loss.plot(epochs, history["test_loss"], "s-", ms=3, label="test")
+    ax_loss.plot(epochs, history["test_loss"], "s-", ms=3, label=held_out)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(epochs, _percent(history["train_accuracy"]), "o-", ms=3, label="train")
-    ax_acc.plot(epochs, _percent(history["test_accuracy"]), "s-", ms=3, label="test")
+    ax_acc.plot(epochs, _percent(history["test_accuracy"]), "s-", ms=3, label=held_out)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if epochs:
         best = int(np.argmax(history["test_accuracy"]))
-        ax_acc.annotate(f"best test {100 * history['test_accuracy'][best]:.1f}%",
+        ax_acc.annotate(f"best {held_out} {100 * history['test_accuracy'][best]:.1f}%",
                         (epochs[best], 100 * history["test_accuracy"][best]),
                         textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
     _style_epoch_axes(ax_loss, ax_acc)
@@ -105,11 +111,12 @@ def plot_history(history: Mapping[str, Any], *, title: str | None = None,
 
 
 def plot_comparison(histories: Mapping[str, Mapping[str, Any]], *, title: str | None = None,
-                    show_train: bool = True,
+                    show_train: bool = True, held_out: str = "test",
                     save_to: str | os.PathLike | None = None) -> Figure:
     """Several runs on one loss panel and one accuracy panel: test curves solid,
     train curves dashed in the same colour. `histories` maps a label to a history;
-    runs that stopped early are marked "(stopped)" in the legend."""
+    runs that stopped early are marked "(stopped)" in the legend. `held_out` names
+    the set in the test_* columns, as in plot_history."""
     if not histories:
         raise ValueError("plot_comparison: histories is empty; pass {label: history, ...}")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
@@ -119,9 +126,9 @@ def plot_comparison(histories: Mapping[str, Mapping[str, Any]], *, title: str | 
         colour = colours(i % 10)
         name = label + (" (stopped)" if history.get("stopped") else "")
         epochs = history["epoch"]
-        ax_loss.plot(epochs, history["test_loss"], "-", color=colour, label=f"{name} test")
+        ax_loss.plot(epochs, history["test_loss"], "-", color=colour, label=f"{name} {held_out}")
         ax_acc.plot(epochs, _percent(history["test_accuracy"]), "-", color=colour,
-                    label=f"{name} test")
+                    label=f"{name} {held_out}")
         if show_train:
             ax_loss.plot(epochs, history["train_loss"], "--", color=colour, label=f"{name} train")
             ax_acc.plot(epochs, _percent(history["train_accuracy"]), "--", color=colour,
@@ -200,4 +207,87 @@ def plot_per_class_accuracy(labels, predictions, class_names: Sequence[str], *,
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set(ylabel="accuracy (%)", ylim=(0, 105), title=title or "accuracy per class")
     ax.legend(loc="lower right")
+    return _finish(fig, save_to)
+
+
+# --- the data ---------------------------------------------------------------------------
+
+def _as_numpy(x) -> np.ndarray:
+    return np.asarray(x.cpu() if hasattr(x, "cpu") else x)
+
+
+def sample_indices(labels, num_classes: int, per_class: int) -> np.ndarray:
+    """(num_classes, per_class) indices: row c holds the first `per_class` images of
+    class c, in dataset order (-1 where a class has fewer)."""
+    y = _as_numpy(labels).astype(np.int64).ravel()
+    grid = np.full((num_classes, per_class), -1, dtype=np.int64)
+    for c in range(num_classes):
+        found = np.flatnonzero(y == c)[:per_class]
+        grid[c, :len(found)] = found
+    return grid
+
+
+def plot_samples(images, labels, class_names: Sequence[str], *, per_class: int = 8,
+                 title: str | None = None,
+                 save_to: str | os.PathLike | None = None) -> Figure:
+    """A grid of example images: one row per class, named on the left.
+
+    images: uint8 (N, C, H, W) with C = 1 or 3, as common.data keeps them; labels (N,).
+    Row c shows the first `per_class` images of class c in dataset order (see
+    `sample_indices`), drawn pixel for pixel (no smoothing)."""
+    x = _as_numpy(images)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"plot_samples: expected uint8 images (N, C, H, W) with C = 1 or 3, got "
+                         f"{x.dtype} {x.shape}")
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"plot_samples: per_class={per_class!r}; expected a positive integer")
+    k = len(class_names)
+    grid = sample_indices(labels, k, per_class)
+    height = 0.9 * k + (0.4 if title else 0.0)
+    fig, axes = plt.subplots(k, per_class, figsize=(0.9 * per_class + 1.2, height), squeeze=False,
+                             gridspec_kw={"wspace": 0.05, "hspace": 0.05,
+                                          "top": 1 - (0.4 if title else 0.05) / height,
+                                          "bottom": 0.05 / height})
+    for c in range(k):
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if grid[c, j] >= 0:
+                image = x[grid[c, j]].transpose(1, 2, 0)  # (H, W, C) for imshow
+                if image.shape[2] == 1:
+                    ax.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=255,
+                              interpolation="nearest")
+                else:
+                    ax.imshow(image, interpolation="nearest")
+        axes[c, 0].set_ylabel(class_names[c], rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
+    return _finish(fig, save_to)
+
+
+def plot_class_counts(train_labels, test_labels, class_names: Sequence[str], *,
+                      title: str | None = None,
+                      save_to: str | os.PathLike | None = None) -> Figure:
+    """Images per class in the training and test sets, as grouped bars with their counts."""
+    k = len(class_names)
+    counts = {}
+    for split, labels in (("train", train_labels), ("test", test_labels)):
+        y = _as_numpy(labels).astype(np.int64).ravel()
+        if y.size and (y.min() < 0 or y.max() >= k):
+            raise ValueError(f"plot_class_counts: {split} labels must lie in 0..{k - 1}; "
+                             f"found {y.min()}..{y.max()}")
+        counts[split] = np.bincount(y, minlength=k)
+    fig, ax = plt.subplots(figsize=(10, 4), layout="constrained")
+    width = 0.4
+    positions = np.arange(k)
+    for i, (split, n) in enumerate(counts.items()):
+        bars = ax.bar(positions + (i - 0.5) * width, n, width, label=f"{split} ({n.sum():,})")
+        ax.bar_label(bars, labels=[f"{v:,}" for v in n], fontsize=7)
+    ax.set_xticks(positions, class_names, rotation=45, ha="right")
+    ax.set(ylabel="images", title=title or "images per class")
+    ax.margins(y=0.12)
+    ax.legend()
     return _finish(fig, save_to)

@@ -9,7 +9,7 @@ A run directory holds
 
     config.json    the settings compared on every re-run, plus provenance
     history.json   per-epoch metrics (rewritten after every epoch)
-    last.pt        the newest checkpoint; prev.pt the one before it
+    last.pt        the newest checkpoint; prev.pt the one before it (while training)
 
 Calling `fit` again with the same settings continues an unfinished run from its
 last completed epoch, or reuses a finished one (weights loaded, history returned,
@@ -18,6 +18,12 @@ keys, never a silent mix of two runs. A checkpoint holds the model, optimiser,
 schedule, grad scaler and every RNG state, and the batches reshuffle from
 (seed, epoch) (`DeviceBatches.set_epoch`), so on the CPU a resumed run ends bit
 for bit where an uninterrupted one would.
+
+A run that is over (every epoch done, or stopped) is only ever reused, never
+resumed, so its last.pt is rewritten as a *final* checkpoint (weights, history and
+settings, without optimiser, schedule, scaler and RNG state) and prev.pt is
+deleted. For AlexNet with SGD that is 93 MB instead of 370 MB per run, which
+matters when checkpoints live in Google Drive.
 
 A loss that turns NaN or inf stops the run: `fit` puts the model back to its last
 good epoch, records the reason in `history["stopped"]`, logs it and *returns* the
@@ -226,20 +232,41 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _write_synced(path: Path, state: dict) -> None:
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write last.pt atomically and keep the previous one as prev.pt.
 
     The new file is written and synced under a temporary name first; a crash at any
     point leaves last.pt or prev.pt (or both) complete."""
     tmp = run_dir / "last.pt.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    _write_synced(tmp, state)
     last = run_dir / "last.pt"
     if last.exists():
         os.replace(last, run_dir / "prev.pt")
     os.replace(tmp, last)
+
+
+# What reusing a run that is over needs; the rest only serves resuming.
+FINAL_KEYS = ("format", "epoch", "model", "history", "settings")
+
+
+def _save_final_checkpoint(run_dir: Path, state: Mapping[str, Any]) -> None:
+    """Replace last.pt by the final checkpoint of a run that is over and delete prev.pt.
+
+    last.pt is replaced atomically, then prev.pt goes: a crash in between leaves a
+    complete final last.pt and a stale prev.pt, which the next reuse removes."""
+    final = {key: state[key] for key in FINAL_KEYS if key in state}
+    final["final"] = True
+    tmp = run_dir / "last.pt.tmp"
+    _write_synced(tmp, final)
+    os.replace(tmp, run_dir / "last.pt")
+    (run_dir / "prev.pt").unlink(missing_ok=True)
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -249,6 +276,8 @@ def _read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path.name}: cannot be read ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
     needed = ("format", "epoch", "model", "optimizer", "scheduler", "scaler", "rng", "history")
+    if isinstance(state, dict) and state.get("final"):
+        needed = ("format", "epoch", "model", "history")
     if not isinstance(state, dict) or any(k not in state for k in needed):
         raise CheckpointError(f"{path.name}: not a checkpoint written by common.train.fit")
     if state["format"] != CHECKPOINT_FORMAT:
@@ -476,6 +505,9 @@ def fit(model: nn.Module, train_batches, test_batches, *, run_dir: str | os.Path
         model.load_state_dict(state["model"])
         history = state["history"]
         start = state["epoch"]
+        over = bool(history["stopped"]) or start >= epochs
+        if over and (not state.get("final") or (run_dir / "prev.pt").exists()):
+            _save_final_checkpoint(run_dir, state)  # a run saved before final checkpoints existed
         if history["stopped"]:
             log(f"run {name} stopped earlier: {history['stopped']} "
                 "(returning its history; force=True trains it again)")
@@ -484,6 +516,11 @@ def fit(model: nn.Module, train_batches, test_batches, *, run_dir: str | os.Path
             log(f"run {name} finished earlier ({start} epochs): reusing its weights and "
                 "history (force=True trains it again)")
             return history
+        if state.get("final"):
+            raise CheckpointError(
+                f"{run_dir}/last.pt is the final checkpoint of a finished run (weights only, no "
+                f"optimiser state), so it cannot be resumed for epochs {start + 1}-{epochs}. "
+                "Use another run directory, or force=True to train this run from scratch.")
         opt.load_state_dict(state["optimizer"])
         if scheduler:
             scheduler.load_state_dict(state["scheduler"])
@@ -533,6 +570,7 @@ def fit(model: nn.Module, train_batches, test_batches, *, run_dir: str | os.Path
             f"ETA {_format_seconds(eta)}")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
+    _save_final_checkpoint(run_dir, snapshot(epochs, history))
     return history
 
 
@@ -542,7 +580,7 @@ def _stop(run_dir: Path, model: nn.Module, reason: str, log: Callable[[str], Non
     state = _read_checkpoint(run_dir / "last.pt")
     model.load_state_dict(state["model"])
     state["history"]["stopped"] = reason
-    _save_checkpoint(run_dir, state)
+    _save_final_checkpoint(run_dir, state)  # a stopped run is over: reused, never resumed
     write_json(run_dir / "history.json", state["history"])
     log(f"STOPPED run {run_dir.name}: {reason}")
     return state["history"]

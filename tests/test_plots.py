@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from common.plots import (confusion_matrix, per_class_accuracy, plot_comparison,
-                          plot_confusion_matrix, plot_history, plot_per_class_accuracy)
+from common.plots import (confusion_matrix, per_class_accuracy, plot_class_counts,
+                          plot_comparison, plot_confusion_matrix, plot_history,
+                          plot_per_class_accuracy, plot_samples)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["plane", "car", "bird", "cat"]
@@ -81,6 +82,50 @@ def test_comparison_overlays_runs(tmp_path):
     assert len(test_only.axes[0].lines) == 3
     with pytest.raises(ValueError, match="empty"):
         plot_comparison({})
+
+
+def test_validation_runs_are_labelled_val():
+    fig = plot_history(history(), held_out="val")
+    assert [line.get_label() for line in fig.axes[0].lines] == ["train", "val"]
+    assert fig.axes[1].texts[0].get_text().startswith("best val ")
+    cmp = plot_comparison({"cosine": history()}, held_out="val")
+    assert [line.get_label() for line in cmp.axes[1].lines] == ["cosine val", "cosine train"]
+
+
+def test_sample_grid_shows_the_first_images_of_each_class_unchanged(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    labels = torch.tensor([3, 0, 1, 0, 2, 1] * 6 + [0, 0, 0, 0])  # class 3 has 6 images
+    fig = plot_samples(images, labels, CLASSES, per_class=7, save_to=tmp_path / "s.png")
+    assert_png(tmp_path / "s.png")
+    grid = np.array(fig.axes).reshape(len(CLASSES), 7)
+    for c in range(len(CLASSES)):
+        expected = [i for i in range(len(labels)) if labels[i] == c][:7]  # dataset order
+        for j in range(7):
+            shown = grid[c, j].images
+            if j < len(expected):
+                # Pixel for pixel: the image drawn in row c, column j is that input image.
+                assert np.array_equal(shown[0].get_array(),
+                                      images[expected[j]].permute(1, 2, 0).numpy())
+            else:
+                assert not shown  # class 3 has only 6 images: the 7th cell stays empty
+        assert grid[c, 0].get_ylabel() == CLASSES[c]
+    gray = plot_samples(images[:, :1], labels, CLASSES, per_class=2)
+    assert np.array_equal(gray.axes[0].images[0].get_array(), images[1, 0].numpy())
+    with pytest.raises(ValueError, match="uint8"):
+        plot_samples(images.float(), labels, CLASSES)
+
+
+def test_class_counts_are_the_label_counts(tmp_path):
+    rng = np.random.default_rng(2)
+    train, test = rng.integers(0, 4, 300), rng.integers(0, 4, 80)
+    fig = plot_class_counts(torch.from_numpy(train), test, CLASSES, save_to=tmp_path / "c.png")
+    assert_png(tmp_path / "c.png")
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert heights == list(np.bincount(train, minlength=4)) + list(np.bincount(test, minlength=4))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["train (300)", "test (80)"]
+    with pytest.raises(ValueError, match="0..3"):
+        plot_class_counts([0, 4], [0], CLASSES)
 
 
 def brute_force_confusion(labels, preds, k):

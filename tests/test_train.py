@@ -461,27 +461,110 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted,
     assert same_weights(result["model"], uninterrupted["model"])
 
 
+# --- final checkpoints ----------------------------------------------------------------
+
+def checkpoint_files(run_dir):
+    return sorted(p.name for p in run_dir.glob("*.pt*"))
+
+
+def test_finished_run_keeps_only_a_final_checkpoint_that_reuse_reads(tmp_path):
+    train, test = make_batches()
+    model = tiny_model(dropout=0.3)
+    full = {}
+
+    def before_finishing(epoch, history):
+        if epoch == FIT["epochs"]:  # the last epoch's full checkpoint, before it is slimmed
+            full["size"] = (tmp_path / "r" / "last.pt").stat().st_size
+            full["files"] = checkpoint_files(tmp_path / "r")
+
+    # SGD with momentum: the optimiser state is as large as the weights.
+    history = fit(model, train, test, run_dir=tmp_path / "r", on_epoch_end=before_finishing,
+                  **FIT)
+    assert full["files"] == ["last.pt", "prev.pt"]
+    assert checkpoint_files(tmp_path / "r") == ["last.pt"]
+    final = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert final["final"] is True and not {"optimizer", "scheduler", "scaler", "rng"} & set(final)
+    assert (tmp_path / "r" / "last.pt").stat().st_size < full["size"]
+    params = sum(p.numel() for p in model.parameters())
+    assert full["size"] - (tmp_path / "r" / "last.pt").stat().st_size > 4 * params  # the momentum
+    # Reuse: same history, same weights, nothing trained.
+    counted = CountingBatches(train)
+    fresh = tiny_model(seed=1, dropout=0.3)
+    again = fit(fresh, counted, test, run_dir=tmp_path / "r", **FIT)
+    assert counted.count == 0 and again == history
+    assert same_weights(fresh.state_dict(), model.state_dict())
+    # More epochs cannot be resumed from weights alone. (A changed `epochs` is already a
+    # config mismatch; edit config.json to reach the guard behind it.)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    saved["fit"]["epochs"] = FIT["epochs"] + 1
+    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match="final checkpoint.*cannot be resumed for epochs 4-4"):
+        fit(tiny_model(), train, test, run_dir=tmp_path / "r", **{**FIT, "epochs": 4})
+
+
+def test_stopped_run_keeps_only_a_final_checkpoint(tmp_path):
+    train, test = make_batches()
+    history = fit(tiny_model(), train, test, run_dir=tmp_path / "r", **{**FIT, "lr": 1e10})
+    assert history["stopped"] and checkpoint_files(tmp_path / "r") == ["last.pt"]
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["final"] is True
+
+
+def test_reuse_slims_a_full_checkpoint_left_by_older_code(tmp_path):
+    train, test = make_batches()
+    model = tiny_model()
+    history = fit(model, train, test, run_dir=tmp_path / "r", **FIT)
+    # What a finished run looked like before final checkpoints: full state in both files.
+    last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    full = {**last, "optimizer": {"state": {}, "param_groups": []}, "scheduler": None,
+            "scaler": {}, "rng": train_module._rng_state()}
+    del full["final"]
+    torch.save(full, tmp_path / "r" / "last.pt")
+    torch.save(full, tmp_path / "r" / "prev.pt")
+    fresh = tiny_model(seed=1)
+    assert fit(fresh, train, test, run_dir=tmp_path / "r", **FIT) == history
+    assert same_weights(fresh.state_dict(), model.state_dict())
+    assert checkpoint_files(tmp_path / "r") == ["last.pt"]
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["final"] is True
+
+
+def test_unfinished_run_keeps_the_full_state(interrupted_run):
+    run_dir, _, _ = interrupted_run
+    assert checkpoint_files(run_dir) == ["last.pt", "prev.pt"]
+    for name in ("last.pt", "prev.pt"):
+        state = torch.load(run_dir / name, weights_only=True)
+        assert "final" not in state and {"optimizer", "rng", "scaler"} <= set(state)
+
+
 # --- damaged checkpoints --------------------------------------------------------------
 
 @pytest.fixture
-def finished_run(tmp_path):
-    """A finished 2-epoch run and its final weights."""
+def interrupted_run(tmp_path):
+    """A 3-epoch run interrupted after epoch 2 (last.pt holds epoch 2, prev.pt epoch 1),
+    and the history and weights of the same run trained without interruption."""
     train, test = make_batches()
-    model = tiny_model(dropout=0.3)
-    history = fit(model, train, test, run_dir=tmp_path / "r", **{**FIT, "epochs": 2})
-    return tmp_path / "r", history, model.state_dict()
+    whole = tiny_model(dropout=0.3)  # seeds torch: both runs start from the same RNG state
+    history = fit(whole, train, test, run_dir=tmp_path / "whole", **FIT)
+
+    def interrupt(epoch, _history):
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(tiny_model(dropout=0.3), train, test, run_dir=tmp_path / "r", on_epoch_end=interrupt,
+            **FIT)
+    return tmp_path / "r", history, whole.state_dict()
 
 
 def refit(run_dir, log=quiet):
     train, test = make_batches()
     model = tiny_model(dropout=0.3)
-    history = fit(model, train, test, run_dir=run_dir, **{**FIT, "epochs": 2, "log": log})
+    history = fit(model, train, test, run_dir=run_dir, **{**FIT, "log": log})
     return history, model.state_dict()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_damaged_last_checkpoint_falls_back_to_prev(finished_run, damage):
-    run_dir, history, weights = finished_run
+def test_damaged_last_checkpoint_falls_back_to_prev(interrupted_run, damage):
+    run_dir, history, weights = interrupted_run
     last = run_dir / "last.pt"
     if damage == "truncate":
         last.write_bytes(last.read_bytes()[:1000])
@@ -489,13 +572,21 @@ def test_damaged_last_checkpoint_falls_back_to_prev(finished_run, damage):
         last.write_bytes(b"\x00not a checkpoint\xff" * 100)
     with pytest.warns(RuntimeWarning, match="last.pt: cannot be read.*falling back to prev.pt"):
         again, again_weights = refit(run_dir)
-    # Epoch 2 is retrained from epoch 1's full state, to the same result.
+    # Epochs 2 and 3 are trained from epoch 1's full state, to the uninterrupted result.
     assert metrics(again) == metrics(history)
     assert same_weights(again_weights, weights)
 
 
-def test_both_checkpoints_damaged_is_a_clear_error(finished_run):
-    run_dir, _, _ = finished_run
+def test_damaged_final_checkpoint_is_a_clear_error(tmp_path):
+    train, test = make_batches()
+    fit(tiny_model(), train, test, run_dir=tmp_path / "r", **FIT)
+    (tmp_path / "r" / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="last.pt: cannot be read.*force=True"):
+        fit(tiny_model(), train, test, run_dir=tmp_path / "r", **FIT)
+
+
+def test_both_checkpoints_damaged_is_a_clear_error(interrupted_run):
+    run_dir, _, _ = interrupted_run
     (run_dir / "last.pt").write_bytes(b"garbage")
     prev = run_dir / "prev.pt"
     prev.write_bytes(prev.read_bytes()[:500])
@@ -506,8 +597,8 @@ def test_both_checkpoints_damaged_is_a_clear_error(finished_run):
     assert "force=True" in message
 
 
-def test_foreign_pickles_are_refused(finished_run):
-    run_dir, _, _ = finished_run
+def test_foreign_pickles_are_refused(interrupted_run):
+    run_dir, _, _ = interrupted_run
     torch.save({"weights": torch.ones(2)}, run_dir / "last.pt")  # loads, but is no checkpoint
     # An arbitrary pickled object is refused by weights_only loading, never executed.
     torch.save(NaNAfter(), run_dir / "prev.pt")
@@ -517,8 +608,8 @@ def test_foreign_pickles_are_refused(finished_run):
     assert "prev.pt: cannot be read" in str(err.value)
 
 
-def test_history_without_checkpoints_is_not_restarted_silently(finished_run):
-    run_dir, _, _ = finished_run
+def test_history_without_checkpoints_is_not_restarted_silently(interrupted_run):
+    run_dir, _, _ = interrupted_run
     (run_dir / "last.pt").unlink()
     (run_dir / "prev.pt").unlink()
     with pytest.raises(CheckpointError, match="records 2 finished epoch"):

@@ -1,0 +1,417 @@
+"""Observations written from training histories, so every number and every
+"better" or "worse" in a notebook's analysis follows the run that produced it.
+
+    stats = run_stats(history)                        # the numbers the sentences use
+    describe_run("VGG16", history)                    # over/under-fitting, speed, gap
+    compare_runs({"VGG16": h1, "ResNet18": h2})       # ranking, speed, stability, gap
+    compare_optimisers({"SGD": h1, "RMSProp": h2, "Adam": h3}, baseline="SGD")
+    selection = choose_methods(baseline_history, {"cosine": h, ...}, k=2)   # on validation
+    describe_selection(selection, test_accuracy, descriptions)
+    describe_confusion(cm, class_names)
+
+Histories are what `common.train.fit` returns (accuracies are fractions). Their
+"test_*" columns hold whatever set the run was monitored on; `held_out="val"`
+names it in the text. Accuracies are written by `pct` (two decimals, "91.23%"),
+differences by `points` ("+1.25 points"), so a test can find a history's numbers
+in the text.
+
+Each diagnosis states its criterion in the sentence that uses it; the thresholds
+are the module constants below.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["OVERFIT_LOSS_RISE", "LARGE_GAP", "SMALL_GAP", "UNDERFIT_TRAIN_ACCURACY",
+           "STILL_IMPROVING", "SPEED_FRACTION", "pct", "points", "run_stats", "describe_run",
+           "compare_runs", "compare_optimisers", "choose_methods", "describe_selection",
+           "describe_confusion", "smoke_notice"]
+
+# Overfitting: the held-out loss ends this fraction above its minimum (reached
+# before the last epoch) while the train loss kept falling.
+OVERFIT_LOSS_RISE = 0.10
+# Final train-minus-held-out accuracy gap (a fraction) called large / small.
+LARGE_GAP = 0.10
+SMALL_GAP = 0.03
+# Underfitting: final train accuracy below this, with a small gap.
+UNDERFIT_TRAIN_ACCURACY = 0.75
+# Still improving: held-out accuracy rose by more than this over the last quarter of the epochs.
+STILL_IMPROVING = 0.01
+# Convergence speed: the first epoch reaching this fraction of the final accuracy.
+SPEED_FRACTION = 0.9
+
+
+def pct(fraction: float | None) -> str:
+    """0.91234 -> '91.23%'; None -> 'n/a'."""
+    return "n/a" if fraction is None else f"{100 * fraction:.2f}%"
+
+
+def points(difference: float) -> str:
+    """A difference of two accuracies (fractions) in percentage points: '+1.25 points'."""
+    return f"{100 * difference:+.2f} points"
+
+
+def _loss(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
+def _cap(text: str) -> str:
+    """Capitalise a sentence that starts with a run label such as 'cosine'."""
+    return text[:1].upper() + text[1:]
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# --- one run ----------------------------------------------------------------------------
+
+def run_stats(history: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers the observations use, from one history.
+
+    epochs (completed), stopped (the reason or None), and, when at least one epoch
+    completed: final/best held-out accuracy (best_epoch 1-based), final train
+    accuracy, gap (final train minus held-out accuracy), first/final train loss,
+    min_loss and min_loss_epoch of the held-out loss, final_loss, loss_rise
+    (final over minimum, relative), train_loss_at_min, epochs_to_speed (first
+    epoch with accuracy >= SPEED_FRACTION x final), late_gain (accuracy gained
+    over the last quarter of the epochs) and instability (mean absolute change of
+    the held-out accuracy between consecutive epochs in the second half, a fraction).
+    """
+    n = len(history["epoch"])
+    stats: dict[str, Any] = {"epochs": n, "stopped": history.get("stopped") or None}
+    if n == 0:
+        return stats
+    acc = np.asarray(history["test_accuracy"], dtype=float)
+    loss = np.asarray(history["test_loss"], dtype=float)
+    train_acc = np.asarray(history["train_accuracy"], dtype=float)
+    train_loss = np.asarray(history["train_loss"], dtype=float)
+    best = int(np.argmax(acc))
+    low = int(np.argmin(loss))
+    final = float(acc[-1])
+    reached = np.flatnonzero(acc >= SPEED_FRACTION * final)
+    quarter = max(1, n // 4)
+    half = acc[n // 2:]
+    stats.update(
+        final_accuracy=final, best_accuracy=float(acc[best]), best_epoch=best + 1,
+        final_train_accuracy=float(train_acc[-1]), gap=float(train_acc[-1] - final),
+        first_train_loss=float(train_loss[0]), final_train_loss=float(train_loss[-1]),
+        min_loss=float(loss[low]), min_loss_epoch=low + 1, final_loss=float(loss[-1]),
+        loss_rise=float(loss[-1] / loss[low] - 1) if loss[low] > 0 else 0.0,
+        train_loss_at_min=float(train_loss[low]),
+        epochs_to_speed=int(reached[0]) + 1,
+        late_gain=float(acc[-1] - acc[-1 - quarter]) if n > quarter else None,
+        instability=float(np.mean(np.abs(np.diff(half)))) if len(half) > 1 else None,
+    )
+    return stats
+
+
+def _overfits(s: Mapping[str, Any]) -> bool:
+    return (s["min_loss_epoch"] < s["epochs"] and s["loss_rise"] > OVERFIT_LOSS_RISE
+            and s["final_train_loss"] < s["train_loss_at_min"])
+
+
+def _sentence(text: str) -> str:
+    text = str(text).strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _stopped_sentence(label: str, s: Mapping[str, Any], total: int | None) -> str:
+    of = f" of {total}" if total else ""
+    if s["epochs"] == 0:
+        return (f"**{label}** stopped before completing an epoch, so there is nothing to report "
+                f"for it: {_sentence(s['stopped'])}")
+    return (f"**{label}** stopped early after {s['epochs']}{of} completed "
+            f"epoch{'s' * (s['epochs'] != 1)}: {_sentence(s['stopped'])} The numbers that "
+            f"follow are from epoch {s['epochs']}, its last good one, so they describe an "
+            "unfinished run.")
+
+
+def describe_run(label: str, history: Mapping[str, Any], *, held_out: str = "test",
+                 epochs_planned: int | None = None) -> str:
+    """A paragraph on one run: final and best accuracy, convergence speed, over- or
+    under-fitting (held-out loss turning up while the train loss falls; the final
+    train/held-out gap), whether it was still improving, and an early stop."""
+    s = run_stats(history)
+    out = []
+    if s["stopped"]:
+        out.append(_stopped_sentence(label, s, epochs_planned))
+        if s["epochs"] == 0:
+            return " ".join(out)
+    lead = "It " if s["stopped"] else f"**{label}** "
+    n = s["epochs"]
+    out.append(f"{lead}ends at {pct(s['final_accuracy'])} {held_out} accuracy after "
+               f"{_epochs(n)} (best {pct(s['best_accuracy'])} at epoch {s['best_epoch']}) and "
+               f"reaches {round(100 * SPEED_FRACTION)}% of its final accuracy by epoch "
+               f"{s['epochs_to_speed']}.")
+    if _overfits(s):
+        drop = s["best_accuracy"] - s["final_accuracy"]
+        accuracy = ("even though its accuracy stays at its best" if drop <= 0 else
+                    f"and its accuracy ends {100 * drop:.2f} points below its best")
+        out.append(
+            f"It overfits: the {held_out} loss is lowest at epoch {s['min_loss_epoch']} "
+            f"({_loss(s['min_loss'])}) and then rises to {_loss(s['final_loss'])} "
+            f"(+{100 * s['loss_rise']:.0f}%) while the train loss keeps falling "
+            f"({_loss(s['train_loss_at_min'])} to {_loss(s['final_train_loss'])}). The network "
+            f"grows more confident on the {held_out} images it gets wrong, {accuracy}.")
+    elif s["min_loss_epoch"] == n and n > 1:
+        out.append(f"The {held_out} loss is still at its minimum in the last epoch "
+                   f"({_loss(s['min_loss'])}): no sign of overfitting in the loss yet.")
+    gap = s["gap"]
+    gap_text = (f"At the end the train accuracy is {pct(s['final_train_accuracy'])} against "
+                f"{pct(s['final_accuracy'])} on {held_out}, a gap of {100 * gap:.2f} points")
+    if gap > LARGE_GAP:
+        out.append(gap_text + f", above {100 * LARGE_GAP:.0f}: the model fits the training "
+                   "images far better than new ones.")
+    elif gap < SMALL_GAP and s["final_train_accuracy"] < UNDERFIT_TRAIN_ACCURACY:
+        out.append(gap_text + f". With train accuracy below {100 * UNDERFIT_TRAIN_ACCURACY:.0f}% "
+                   "and almost no gap, it underfits: it has not yet fit the training data "
+                   "itself (too few epochs, too small a step, or too much regularisation).")
+    elif gap < SMALL_GAP:
+        out.append(gap_text + f", below {100 * SMALL_GAP:.0f}: it generalises about as well "
+                   "as it fits.")
+    else:
+        out.append(gap_text + ".")
+    if s["late_gain"] is not None and s["late_gain"] > STILL_IMPROVING and not s["stopped"]:
+        quarter = max(1, n // 4)
+        out.append(f"It was still improving ({points(s['late_gain'])} over the last "
+                   f"{_epochs(quarter)}), so more epochs would likely help.")
+    return " ".join(out)
+
+
+# --- several runs -------------------------------------------------------------------------
+
+def _completed(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    return {label: run_stats(h) for label, h in runs.items()}
+
+
+def compare_runs(runs: Mapping[str, Mapping[str, Any]], *, held_out: str = "test") -> str:
+    """Ranks runs by final held-out accuracy and compares their speed (epochs to
+    SPEED_FRACTION of the final accuracy, and accuracy after the first epoch),
+    stability (mean epoch-to-epoch change in the second half) and final gap.
+    Runs that completed no epoch are named and left out."""
+    stats = _completed(runs)
+    empty = [label for label, s in stats.items() if s["epochs"] == 0]
+    ok = {label: s for label, s in stats.items() if s["epochs"] > 0}
+    out = []
+    if empty:
+        out.append(f"{_join(empty)} completed no epoch and {'is' if len(empty) == 1 else 'are'} "
+                   "left out of the comparison.")
+    if not ok:
+        return " ".join(out)
+    ranked = sorted(ok, key=lambda label: -ok[label]["final_accuracy"])
+    out.append(f"By final {held_out} accuracy: "
+               + ", ".join(f"{label} {pct(ok[label]['final_accuracy'])}"
+                           + (" (stopped early)" if ok[label]["stopped"] else "")
+                           for label in ranked) + ".")
+    if len(ok) < 2:
+        return " ".join(out)
+    top, second = ranked[0], ranked[1]
+    lead = ok[top]["final_accuracy"] - ok[second]["final_accuracy"]
+    if lead > 0:
+        out.append(_cap(f"{top} leads {second} by {100 * lead:.2f} points."))
+    else:
+        level = [label for label in ranked if ok[label]["final_accuracy"] == ok[top]["final_accuracy"]]
+        out.append(f"{_cap(_join(level))} end level.")
+    first = {label: float(runs[label]["test_accuracy"][0]) for label in ok}
+    out.append("After the first epoch: " + ", ".join(f"{label} {pct(first[label])}" for label in ok)
+               + ".")
+    speed = {label: ok[label]["epochs_to_speed"] for label in ok}
+    fastest = [label for label in ok if speed[label] == min(speed.values())]
+    target = f"{round(100 * SPEED_FRACTION)}% of the final accuracy"
+    if len(fastest) == len(ok):
+        out.append(f"All reach {target} in the same epoch ({speed[fastest[0]]}).")
+    else:
+        out.append(_cap(f"{_join(fastest)} {'is' if len(fastest) == 1 else 'are'} the fastest to "
+                        f"reach {target} (epoch {speed[fastest[0]]}; "
+                        + ", ".join(f"{label} epoch {speed[label]}"
+                                    for label in ok if label not in fastest) + ")."))
+    steady = {label: s["instability"] for label, s in ok.items() if s["instability"] is not None}
+    if len(steady) >= 2:
+        calm = min(steady, key=steady.get)
+        jumpy = max(steady, key=steady.get)
+        if steady[jumpy] > steady[calm]:
+            out.append(f"In the second half of training the {held_out} accuracy of {jumpy} moves "
+                       f"{100 * steady[jumpy]:.2f} points per epoch on average, against "
+                       f"{100 * steady[calm]:.2f} for {calm}: {calm} trains more stably.")
+    widest = max(ok, key=lambda label: ok[label]["gap"])
+    narrowest = min(ok, key=lambda label: ok[label]["gap"])
+    if ok[widest]["gap"] > ok[narrowest]["gap"]:
+        out.append(f"The train/{held_out} accuracy gap is widest for {widest} "
+                   f"({100 * ok[widest]['gap']:.2f} points) and narrowest for {narrowest} "
+                   f"({100 * ok[narrowest]['gap']:.2f}).")
+    overfit = [label for label, s in ok.items() if _overfits(s)]
+    if overfit:
+        out.append(f"{_cap(_join(overfit))} show{'s' * (len(overfit) == 1)} the overfitting pattern "
+                   f"(the {held_out} loss turning up while the train loss falls).")
+    return " ".join(out)
+
+
+def compare_optimisers(runs: Mapping[str, Mapping[str, Any]], *, baseline: str,
+                       held_out: str = "test") -> str:
+    """The effect of the optimiser: each run against `baseline` (the same network,
+    data and initial weights) on final accuracy, speed, stability and gap, then
+    the overall comparison of `compare_runs`."""
+    if baseline not in runs:
+        raise ValueError(f"baseline {baseline!r} is not among the runs: {', '.join(runs)}")
+    stats = _completed(runs)
+    base = stats[baseline]
+    out = []
+    for label, s in stats.items():
+        if label == baseline:
+            continue
+        if s["epochs"] == 0 or base["epochs"] == 0:
+            who = label if s["epochs"] == 0 else baseline
+            out.append(f"{label} cannot be compared with {baseline}: {who} completed no epoch.")
+            continue
+        diff = s["final_accuracy"] - base["final_accuracy"]
+        if diff:
+            sentence = (f"{label} ends {abs(100 * diff):.2f} points "
+                        f"{'above' if diff > 0 else 'below'} {baseline} "
+                        f"({pct(s['final_accuracy'])} against {pct(base['final_accuracy'])})")
+        else:
+            sentence = f"{label} ends level with {baseline} ({pct(s['final_accuracy'])} each)"
+        speed = s["epochs_to_speed"] - base["epochs_to_speed"]
+        if speed:
+            sentence += (f", reaches {round(100 * SPEED_FRACTION)}% of its final accuracy "
+                         f"{_epochs(abs(speed))} {'earlier' if speed < 0 else 'later'} "
+                         f"(epoch {s['epochs_to_speed']} against {base['epochs_to_speed']})")
+        else:
+            sentence += (f", reaches {round(100 * SPEED_FRACTION)}% of its final accuracy in the "
+                         f"same epoch ({s['epochs_to_speed']})")
+        if s["instability"] is not None and base["instability"] is not None:
+            more = s["instability"] > base["instability"]
+            sentence += (f", and fluctuates {'more' if more else 'less'} late in training "
+                         f"({100 * s['instability']:.2f} against "
+                         f"{100 * base['instability']:.2f} points per epoch)")
+        sentence += (f". Its train/{held_out} gap is {100 * s['gap']:.2f} points against "
+                     f"{100 * base['gap']:.2f} for {baseline}.")
+        if s["stopped"]:
+            sentence += f" It stopped early, after {_epochs(s['epochs'])}."
+        out.append(_cap(sentence))
+    out.append(compare_runs(runs, held_out=held_out))
+    return " ".join(out)
+
+
+# --- choosing methods on validation -----------------------------------------------------------
+
+def choose_methods(baseline: Mapping[str, Any], candidates: Mapping[str, Mapping[str, Any]], *,
+                   k: int = 2) -> dict[str, Any]:
+    """Pick the `k` candidates with the largest gain in final validation accuracy
+    over the baseline. All histories must be monitored on the validation split:
+    nothing here sees the test set.
+
+    A candidate that stopped early is not eligible (its accuracy is from an
+    unfinished run). Returns {"baseline_val_accuracy", "candidates": [{"method",
+    "val_accuracy", "gain", "stopped", "eligible"}], "chosen": [k names at most,
+    largest gain first], "effective": [chosen names whose gain is positive], "k"}.
+    """
+    base = run_stats(baseline)
+    if base["epochs"] == 0 or base["stopped"]:
+        raise ValueError("choose_methods: the baseline run stopped early, so there is nothing to "
+                         f"measure gains against ({base['stopped']}); fix the baseline recipe first")
+    rows = []
+    for method, history in candidates.items():
+        s = run_stats(history)
+        val = s.get("final_accuracy")
+        eligible = not s["stopped"] and val is not None
+        rows.append({"method": method, "val_accuracy": val,
+                     "gain": None if val is None else val - base["final_accuracy"],
+                     "stopped": s["stopped"], "eligible": eligible})
+    ranked = sorted((r for r in rows if r["eligible"]), key=lambda r: -r["gain"])
+    chosen = [r["method"] for r in ranked[:k]]
+    return {"baseline_val_accuracy": base["final_accuracy"], "candidates": rows,
+            "chosen": chosen, "effective": [r["method"] for r in ranked[:k] if r["gain"] > 0],
+            "k": k}
+
+
+def describe_selection(selection: Mapping[str, Any], test_accuracy: Mapping[str, float],
+                       descriptions: Mapping[str, str] | None = None) -> str:
+    """The choice made on validation, then the single test evaluation of the
+    baseline and the chosen methods. `test_accuracy` maps "baseline" and each
+    chosen method to its test accuracy. Says plainly when fewer than k candidates
+    beat the baseline on validation, and when a validation gain does not carry
+    over to the test set."""
+    descriptions = descriptions or {}
+    name = lambda m: descriptions.get(m, m)  # noqa: E731
+    k = selection["k"]
+    out = [f"On the validation split the baseline ends at {pct(selection['baseline_val_accuracy'])}. "
+           "Final validation accuracy of each candidate and its gain over the baseline: "
+           + "; ".join(f"{name(r['method'])} {pct(r['val_accuracy'])} "
+                       + ("(stopped early, not eligible)" if r["stopped"]
+                          else f"({points(r['gain'])})")
+                       for r in selection["candidates"]) + "."]
+    chosen, effective = selection["chosen"], selection["effective"]
+    if chosen:
+        out.append(f"Chosen on validation: {_join([name(m) for m in chosen])}.")
+    if len(effective) < k:
+        if not effective:
+            out.append("No candidate beat the baseline on validation, so none of them can be "
+                       "called an effective improvement here; the chosen ones are reported on "
+                       "the test set for completeness.")
+        else:
+            missing = [m for m in chosen if m not in effective]
+            out.append(f"Only {_join([name(m) for m in effective])} beat the baseline on "
+                       f"validation, not {k} methods as asked"
+                       + (f"; {_join([name(m) for m in missing])} did not and is not called "
+                          "effective." if missing else "; no other candidate was eligible."))
+    base_test = test_accuracy["baseline"]
+    parts = [f"baseline {pct(base_test)}"]
+    for m in chosen:
+        parts.append(f"{name(m)} {pct(test_accuracy[m])} ({points(test_accuracy[m] - base_test)})")
+    out.append("On the test set, evaluated once after the choice: " + ", ".join(parts) + ".")
+    for m in effective:
+        if test_accuracy[m] <= base_test:
+            out.append(f"The validation gain of {name(m)} did not carry over to the test set, so "
+                       "the evidence for it is weak.")
+    confirmed = [m for m in effective if test_accuracy[m] > base_test]
+    if confirmed:
+        out.append(f"{_cap(_join([name(m) for m in confirmed]))} improve{'s' * (len(confirmed) == 1)} "
+                   "on the baseline on both validation and test. With one run per setting, a "
+                   "gain of a few tenths of a point may still be seed noise.")
+    return " ".join(out)
+
+
+# --- errors by class ------------------------------------------------------------------------
+
+def describe_confusion(cm, class_names: Sequence[str]) -> str:
+    """The best and worst classes (accuracy = recall) and the most frequent confusion."""
+    cm = np.asarray(cm, dtype=np.int64)
+    rows = cm.sum(axis=1)
+    if cm.sum() == 0:
+        return "No test predictions to analyse."
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(rows > 0, np.diag(cm) / np.maximum(rows, 1), np.nan)
+    seen = np.flatnonzero(rows > 0)
+    best = int(seen[np.nanargmax(acc[seen])])
+    worst = int(seen[np.nanargmin(acc[seen])])
+    out = [f"Overall accuracy {pct(np.trace(cm) / cm.sum())}. Best class: {class_names[best]} "
+           f"({pct(acc[best])}); worst: {class_names[worst]} ({pct(acc[worst])})."]
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    if off.sum():
+        i, j = np.unravel_index(int(np.argmax(off)), off.shape)
+        out.append(f"The most frequent mistake is {class_names[i]} taken for {class_names[j]} "
+                   f"({off[i, j]} images, {pct(off[i, j] / rows[i])} of the {class_names[i]} "
+                   "images).")
+        pair = off + off.T
+        a, b = np.unravel_index(int(np.argmax(np.triu(pair, 1))), pair.shape)
+        if {a, b} != {i, j}:
+            out.append(f"Counting both directions, {class_names[a]} and {class_names[b]} are "
+                       f"confused most often ({pair[a, b]} images).")
+    return " ".join(out)
+
+
+def smoke_notice(train_images: int, eval_images: int, epochs: int) -> str:
+    return (f"**Smoke run**: {train_images} training images, {eval_images} evaluation images, "
+            f"{_epochs(epochs)} per run, on the CPU. It checks that every cell runs; the numbers "
+            "below mean nothing about the methods.")

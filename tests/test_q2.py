@@ -1,0 +1,219 @@
+"""Q2: the notebook end to end in smoke mode on the real CIFAR-10 copy, through the
+same runner and profile as `make smoke`, then once more on the same runs folder.
+
+The smoke numbers mean nothing, so the tests check the plumbing and the honesty of
+what is reported: every figure on disk, histories of the right length, the (c)
+choice made on validation with one test evaluation per chosen method (and those
+test accuracies recomputed here from the saved weights), the generated text
+quoting the histories, and a re-run that trains nothing.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from common import run
+from common.data import DeviceBatches, stratified_indices, train_val_split
+from common.models import build_model, count_parameters
+from common.observations import pct
+from common.plots import confusion_matrix
+from common.runtime import ROOT
+from common.submit import PNG_MAGIC, Work, figure_problems
+from common.train import evaluate
+from conftest import bundle_kernel
+
+NOTEBOOK = ROOT / "Q2" / "Q2.ipynb"
+
+
+def execute(tmp: Path, build: str, data_dir: Path) -> dict:
+    args = ["--profile", str(ROOT / "profiles" / "smoke.yaml"), "--data-dir", str(data_dir),
+            "--build-dir", str(tmp / build), "--runs-dir", str(tmp / "runs"), str(NOTEBOOK)]
+    if bundle_kernel():
+        args += ["--kernel", bundle_kernel()]
+    code = run.main(args)
+    out = tmp / build / "Q2" / "Q2.ipynb"
+    assert code == 0, f"the smoke run failed; see {out}"
+    results = tmp / build / "Q2" / "results"
+    return {"nb": nbformat.read(out, as_version=4), "path": out, "results": results,
+            "summary": json.loads((results / "summary.json").read_text())}
+
+
+def checkpoints(runs: Path) -> dict[str, int]:
+    return {str(p.relative_to(runs)): p.stat().st_mtime_ns for p in sorted(runs.rglob("*.pt"))}
+
+
+@pytest.fixture(scope="module")
+def smoke(cifar_data_dir):
+    """The smoke profile twice on one runs folder: the second run must reuse the first's runs."""
+    (ROOT / "build").mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="test-q2-", dir=ROOT / "build"))
+    first = execute(tmp, "build", cifar_data_dir)
+    stamps = checkpoints(tmp / "runs")
+    second = execute(tmp, "build-again", cifar_data_dir)
+    yield {"first": first, "second": second, "stamps": stamps,
+           "stamps_after": checkpoints(tmp / "runs"), "runs": tmp / "runs"}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def shown_text(nb) -> str:
+    """Everything a reader sees in the executed notebook's outputs."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(output.get("data", {}).get("text/markdown", ""))
+    return "\n".join(parts)
+
+
+def runs_of(summary, part):
+    return [r for r in summary["results"]["runs"] if r["part"] == part]
+
+
+def test_summary_lists_every_part_and_figure(smoke):
+    first = smoke["first"]
+    s, results = first["summary"], first["results"]
+    assert s["smoke"] is True and s["config"]["device"] == "cpu"
+    assert s["results"]["parts"] == ["a", "b", "c"]
+    figures = s["results"]["figures"]
+    assert {"data", "a", "b", "c"} <= set(figures)
+    assert all(figures[part] for part in ("data", "a", "b", "c"))
+    for names in figures.values():
+        for name in names:
+            assert (results / name).read_bytes()[:8] == PNG_MAGIC, name
+    # The contract `make check` applies (smoke aside).
+    assert figure_problems(Work("Q2", first["path"], results), figures) == []
+    config = s["config"]
+    assert figures["a"][:len(config["models_a"])] == [f"a_{m}_curves.png" for m in config["models_a"]]
+
+
+def test_each_run_has_a_full_finite_history(smoke):
+    s = smoke["first"]["summary"]
+    config = s["config"]
+    assert [r["model"] for r in runs_of(s, "a")] == config["models_a"]
+    assert [r["optimizer"] for r in runs_of(s, "b")] == ["sgd", "rmsprop", "adam"]
+    assert [r["method"] for r in runs_of(s, "c")] == ["baseline", *config["methods_c"]]
+    lr = {"sgd": config["lr_sgd"], "rmsprop": config["lr_rmsprop"], "adam": config["lr_adam"]}
+    for r in s["results"]["runs"]:
+        h = r["history"]
+        assert h["stopped"] is None and h["epoch"] == list(range(1, config["epochs"] + 1))
+        for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "lr", "seconds"):
+            assert len(h[key]) == config["epochs"] and all(math.isfinite(v) for v in h[key])
+        assert all(0 <= a <= 1 for a in h["train_accuracy"] + h["test_accuracy"])
+        assert r["monitored"] == ("val" if r["part"] == "c" else "test")
+        assert r["lr"] == lr[r["optimizer"]] and r["train_images"] == config["smoke_train_images"]
+        assert r["params"] == count_parameters(build_model(r["model"]))
+        # The run's own files: one final checkpoint, its history on disk.
+        run_dir = Path(r["run_dir"])
+        assert sorted(p.name for p in run_dir.glob("*.pt")) == ["last.pt"]
+        assert json.loads((run_dir / "history.json").read_text()) == h
+
+
+def saved_model(run_record):
+    model = build_model(run_record["model"])
+    state = torch.load(Path(run_record["run_dir"]) / "last.pt", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model
+
+
+def test_c_is_chosen_on_validation_and_tested_once(smoke, cifar10):
+    s = smoke["first"]["summary"]
+    config, sel = s["config"], s["results"]["c_selection"]
+    runs_c = {r["method"]: r for r in runs_of(s, "c")}
+    assert sel["monitored"] == "val"
+    # The choice, recomputed from the validation histories: the two largest gains.
+    base = runs_c["baseline"]["history"]["test_accuracy"][-1]
+    gains = {m: runs_c[m]["history"]["test_accuracy"][-1] - base for m in config["methods_c"]}
+    assert {c["method"]: c["gain"] for c in sel["candidates"]} == pytest.approx(gains)
+    ranked = sorted(config["methods_c"], key=lambda m: -gains[m])
+    assert sel["chosen"] == ranked[:2]
+    assert sel["effective"] == [m for m in ranked[:2] if gains[m] > 0]
+    # The test set was used once per chosen method (and once for the baseline), after the choice.
+    assert sel["test_evaluations"] == [runs_c[m]["name"] for m in ["baseline", *sel["chosen"]]]
+    assert set(sel["test_accuracy"]) == {"baseline", *sel["chosen"]}
+
+    # Recompute from the saved weights: the histories' monitored set is the validation
+    # split, and the reported test accuracies are the test subset's.
+    def subset_batches(images, labels, idx):
+        return DeviceBatches(images[idx], labels[idx], batch_size=config["batch_size"],
+                             mean=cifar10.mean, std=cifar10.std)
+
+    _, val_pool = train_val_split(cifar10.train_labels, val_fraction=config["val_fraction"],
+                                  seed=config["seed"])
+    val_idx = stratified_indices(cifar10.train_labels, count=config["smoke_eval_images"],
+                                 seed=config["seed"], pool=val_pool)
+    test_idx = stratified_indices(cifar10.test_labels, count=config["smoke_eval_images"],
+                                  seed=config["seed"])
+    val = subset_batches(cifar10.train_images, cifar10.train_labels, val_idx)
+    test = subset_batches(cifar10.test_images, cifar10.test_labels, test_idx)
+    for method in ["baseline", *sel["chosen"]]:
+        model = saved_model(runs_c[method])
+        h = runs_c[method]["history"]
+        on_val = evaluate(model, val, "cpu")
+        assert on_val["loss"] == pytest.approx(h["test_loss"][-1], rel=1e-5)
+        assert on_val["accuracy"] == h["test_accuracy"][-1]
+        assert evaluate(model, test, "cpu")["accuracy"] == sel["test_accuracy"][method]
+
+
+def test_best_model_and_its_confusion_matrix(smoke):
+    s = smoke["first"]["summary"]
+    best = s["results"]["best"]
+    ab = runs_of(s, "a") + runs_of(s, "b")
+    top = max(r["history"]["test_accuracy"][-1] for r in ab)
+    assert best["name"] in [r["name"] for r in ab if r["history"]["test_accuracy"][-1] == top]
+    # The last epoch's test accuracy is the model's: evaluated again, it is the same.
+    assert best["test_accuracy"] == top
+    cm = best["confusion_matrix"]
+    assert sum(map(sum, cm)) == s["config"]["smoke_eval_images"]
+    assert sum(cm[i][i] for i in range(10)) / sum(map(sum, cm)) == pytest.approx(top)
+
+
+def test_generated_text_quotes_the_histories(smoke):
+    first = smoke["first"]
+    s, text = first["summary"], shown_text(first["nb"])
+    assert "**Smoke run**" in text
+    for part in ("(a)", "(b)", "(c)"):
+        assert f"**Observations {part}.**" in text
+    labels = {"vgg16": "VGG16", "resnet18": "ResNet18"}
+    for r in runs_of(s, "a"):
+        h = r["history"]
+        n = len(h["epoch"])
+        assert (f"**{labels[r['model']]}** ends at {pct(h['test_accuracy'][-1])} test accuracy "
+                f"after {n} epoch") in text
+        best = max(h["test_accuracy"])
+        assert f"(best {pct(best)} at epoch {h['test_accuracy'].index(best) + 1})" in text
+    names = {"sgd": "SGD", "rmsprop": "RMSProp", "adam": "Adam"}
+    for r in runs_of(s, "b"):
+        assert (f"**AlexNet with {names[r['optimizer']]}** ends at "
+                f"{pct(r['history']['test_accuracy'][-1])} test accuracy") in text
+    # (c) speaks of validation, with the baseline's final validation accuracy.
+    base = runs_of(s, "c")[0]["history"]["test_accuracy"][-1]
+    assert f"On the validation split the baseline ends at {pct(base)}." in text
+    assert f"**The baseline** ends at {pct(base)} val accuracy" in text
+    # The stand-in AlexNet is described from the code, with its real parameter count.
+    assert f"with {count_parameters(build_model('alexnet')):,} parameters" in text
+    assert "AlexNet scaled down for 32x32 CIFAR images" in text
+    # The plan is printed before training, one row per run.
+    plan_rows = [line for line in text.splitlines() if re.match(r"[abc]_\w+\s+\d+\s", line)]
+    assert len(plan_rows) == len(s["results"]["runs"])
+
+
+def test_a_rerun_trains_nothing(smoke):
+    second = smoke["second"]
+    text = shown_text(second["nb"])
+    runs = second["summary"]["results"]["runs"]
+    assert text.count("finished earlier") == len(runs)
+    assert not re.search(r"^epoch \d+/\d+", text, re.M)
+    assert smoke["stamps_after"] == smoke["stamps"]  # no checkpoint rewritten
+    assert [r["history"] for r in runs] == [r["history"] for r in
+                                            smoke["first"]["summary"]["results"]["runs"]]
+    assert second["summary"]["results"]["c_selection"] == smoke["first"]["summary"]["results"]["c_selection"]
+    assert all(line.endswith("finished") for line in text.splitlines()
+               if re.match(r"[abc]_\w+\s+\d+\s", line))
