@@ -383,10 +383,11 @@ def softmax_parts(z: np.ndarray, limit: float = 700.0):
     """(shift, exp(z - shift), sum) for displaying a softmax by hand.
 
     shift is 0, so the exponentials are the plain e^{z_i} a reader expects,
-    unless some z_i is near float64's exp overflow (e^710 = inf); then the
-    largest z is subtracted, which leaves the softmax unchanged. z: (C,).
+    unless the largest z_i is near float64's exp overflow (e^710 = inf) or
+    underflow (e^-746 = 0, which would make the sum 0); then the largest z is
+    subtracted, which leaves the softmax unchanged. z: (C,).
     """
-    shift = float(z.max()) if z.max() > limit else 0.0
+    shift = float(z.max()) if abs(z.max()) > limit else 0.0
     exps = np.exp(z - shift)
     return shift, exps, float(exps.sum())
 

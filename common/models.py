@@ -82,7 +82,7 @@ class AlexNet(nn.Module):
 
     The original's 11x11/5x5 kernels and 224x224 input become 3x3 kernels here, and
     there is no local response normalisation and no batch normalisation, as in the
-    original. About 23.3M parameters, 94% of them in the first two fc layers.
+    original. About 23.3M parameters, 90% of them in the first two fc layers.
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.5):

@@ -86,6 +86,18 @@ def notebook_parameters(profile: dict, notebook: Path, data_dir: str, overrides:
     return params
 
 
+def check_overrides(overrides: dict, notebooks: list[Path]) -> None:
+    """A mistyped --set key would otherwise be dropped without a word."""
+    import papermill as pm
+
+    declared = set().union(*(pm.inspect_notebook(str(nb)) for nb in notebooks))
+    unknown = sorted(set(overrides) - declared)
+    if unknown:
+        raise RunError(f"--set {', '.join(unknown)}: no selected notebook declares "
+                       f"{'it' if len(unknown) == 1 else 'them'}; declared parameters: "
+                       f"{', '.join(sorted(declared))}")
+
+
 def check_kernel(kernel: str | None) -> None:
     if kernel is None:
         return
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise RunError(f"no such notebook: {', '.join(missing)}")
         check_kernel(args.kernel)
+        check_overrides(overrides, notebooks)
         started = time.time()
         for nb in notebooks:
             params = notebook_parameters(profile, nb, args.data_dir, overrides, build_dir, runs_root)

@@ -67,7 +67,8 @@ def check(name: str, value: Any, ok: bool | Callable[[Any], bool], expected: str
 
 
 def check_fraction(name: str, value: Any) -> None:
-    check(name, value, isinstance(value, (int, float)) and 0 < value <= 1,
+    check(name, value, isinstance(value, (int, float)) and not isinstance(value, bool)
+          and 0 < value <= 1,
           "a fraction in (0, 1], e.g. 0.1 for 10%")
 
 
@@ -92,7 +93,8 @@ def make_config(params: Mapping[str, Any], *, notebook: str) -> dict:
     config = dict(params)
     config["notebook"] = notebook
     if "seed" in config:
-        check("seed", config["seed"], isinstance(config["seed"], int) and config["seed"] >= 0,
+        seed = config["seed"]
+        check("seed", seed, isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
               "a non-negative integer")
     if "smoke" in config:
         check("smoke", config["smoke"], isinstance(config["smoke"], bool), "True or False")

@@ -509,10 +509,13 @@ def train_transfer(name: str, *, pretrained: bool, freeze: str, train_batches, e
               "subset_digest": subset_digest(subset) if subset is not None else None,
               "trainable_params": counts["trainable"], "total_params": counts["total"],
               "weights_source": weights_source(name, weights_dir) if pretrained else "none (random init)",
+              # Part of the run's settings: a run trained from other weights (say the
+              # fabricated smoke stand-ins) is never reused as if from the official ones.
+              "weights_sha256": _sha256(weights_file(name, weights_dir)) if pretrained else None,
               "run_dir": str(run_dir)}
     run_config = {**(config or {}), **{k: record[k] for k in
                   ("model", "pretrained", "freeze", "image_size", "train_images", "subset_digest",
-                   "trainable_params")}, "seed": seed}
+                   "trainable_params", "weights_sha256")}, "seed": seed}
     print(f"--- {Path(run_dir).name}: {record['label']}, freeze={freeze}, lr={lr:g}, "
           f"{counts['trainable']:,}/{counts['total']:,} parameters trainable")
     record["history"] = fit(model, train_batches, eval_batches, run_dir=run_dir, epochs=epochs,

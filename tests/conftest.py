@@ -65,3 +65,54 @@ def fashion_system_dir() -> Path:
     need_data(FASHION_SYSTEM_DIR / "train-labels-idx1-ubyte.gz",
               "Fashion-MNIST from Debian's dataset-fashion-mnist package")
     return FASHION_SYSTEM_DIR
+
+
+# --- executing notebooks in tests ------------------------------------------------
+
+def bundle_tmpdir(prefix: str) -> Path:
+    """A scratch folder inside the bundle (under build/): a notebook's first cell
+    finds the bundle from its working directory, so it must run in here."""
+    import tempfile
+    (ROOT / "build").mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=ROOT / "build"))
+
+
+def run_smoke_profile(notebook: Path, tmp: Path, data_dir: Path, build: str = "build") -> dict:
+    """Run `notebook` through the real runner and smoke profile, as `make smoke`
+    does, with builds and runs kept inside `tmp`. Returns the executed notebook,
+    its path, its results folder and its summary."""
+    import json
+
+    import nbformat
+
+    from common import run
+
+    args = ["--profile", str(ROOT / "profiles" / "smoke.yaml"), "--data-dir", str(data_dir),
+            "--build-dir", str(tmp / build), "--runs-dir", str(tmp / "runs"), str(notebook)]
+    if bundle_kernel():
+        args += ["--kernel", bundle_kernel()]
+    out = tmp / build / run.notebook_id(notebook)
+    assert run.main(args) == 0, f"the smoke run failed; see {out}"
+    results = out.parent / "results"
+    return {"nb": nbformat.read(out, as_version=4), "path": out, "results": results,
+            "summary": json.loads((results / "summary.json").read_text())}
+
+
+def shown_text(nb) -> str:
+    """Everything a reader sees in an executed notebook's outputs: streams and
+    generated Markdown."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(output.get("data", {}).get("text/markdown", ""))
+    return "\n".join(parts)
+
+
+def assert_submittable(question: str, notebook: Path, results_dir: Path) -> None:
+    """The executed notebook and its summary pass `make check` (smoke allowed)."""
+    from common import submit
+
+    work = submit.Work(question, notebook, results_dir)
+    problems = submit.notebook_problems(notebook) + submit.summary_problems(work, allow_smoke=True)
+    assert problems == [], problems

@@ -300,3 +300,15 @@ def test_network_arrays_names_the_parameter_and_shape(change, name, expected):
     with pytest.raises(ConfigError) as err:
         bp.network_arrays(**{**ASSIGNMENT, **change})
     assert f"parameter {name}" in str(err.value) and expected in str(err.value)
+
+
+def test_softmax_parts_survive_overflow_and_underflow():
+    # e^z overflows above ~709 and underflows to 0 below ~-745; the displayed
+    # parts must still give the softmax.
+    from common.backprop import softmax_parts
+    for z in (np.array([800.0, 799.0, 1.0]), np.array([-1000.0, -1000.0, -1001.0]),
+              np.array([0.5, -0.2, 0.1])):
+        _, exps, total = softmax_parts(z)
+        expected = torch.softmax(torch.tensor(z), dim=0).numpy()
+        assert np.all(np.isfinite(exps)) and total > 0
+        assert np.allclose(exps / total, expected, rtol=1e-12)

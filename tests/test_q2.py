@@ -13,37 +13,20 @@ import json
 import math
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 
-from common import run
 from common.data import DeviceBatches, stratified_indices, train_val_split
 from common.models import build_model, count_parameters
 from common.observations import pct
-from common.plots import confusion_matrix
 from common.runtime import ROOT
-from common.submit import PNG_MAGIC, Work, figure_problems
+from common.submit import PNG_MAGIC
 from common.train import evaluate
-from conftest import bundle_kernel
+from conftest import assert_submittable, bundle_tmpdir, run_smoke_profile, shown_text
 
 NOTEBOOK = ROOT / "Q2" / "Q2.ipynb"
-
-
-def execute(tmp: Path, build: str, data_dir: Path) -> dict:
-    args = ["--profile", str(ROOT / "profiles" / "smoke.yaml"), "--data-dir", str(data_dir),
-            "--build-dir", str(tmp / build), "--runs-dir", str(tmp / "runs"), str(NOTEBOOK)]
-    if bundle_kernel():
-        args += ["--kernel", bundle_kernel()]
-    code = run.main(args)
-    out = tmp / build / "Q2" / "Q2.ipynb"
-    assert code == 0, f"the smoke run failed; see {out}"
-    results = tmp / build / "Q2" / "results"
-    return {"nb": nbformat.read(out, as_version=4), "path": out, "results": results,
-            "summary": json.loads((results / "summary.json").read_text())}
 
 
 def checkpoints(runs: Path) -> dict[str, int]:
@@ -53,24 +36,13 @@ def checkpoints(runs: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def smoke(cifar_data_dir):
     """The smoke profile twice on one runs folder: the second run must reuse the first's runs."""
-    (ROOT / "build").mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="test-q2-", dir=ROOT / "build"))
-    first = execute(tmp, "build", cifar_data_dir)
+    tmp = bundle_tmpdir("test-q2-")
+    first = run_smoke_profile(NOTEBOOK, tmp, cifar_data_dir)
     stamps = checkpoints(tmp / "runs")
-    second = execute(tmp, "build-again", cifar_data_dir)
+    second = run_smoke_profile(NOTEBOOK, tmp, cifar_data_dir, build="build-again")
     yield {"first": first, "second": second, "stamps": stamps,
            "stamps_after": checkpoints(tmp / "runs"), "runs": tmp / "runs"}
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def shown_text(nb) -> str:
-    """Everything a reader sees in the executed notebook's outputs."""
-    parts = []
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text", ""))
-            parts.append(output.get("data", {}).get("text/markdown", ""))
-    return "\n".join(parts)
 
 
 def runs_of(summary, part):
@@ -89,7 +61,7 @@ def test_summary_lists_every_part_and_figure(smoke):
         for name in names:
             assert (results / name).read_bytes()[:8] == PNG_MAGIC, name
     # The contract `make check` applies (smoke aside).
-    assert figure_problems(Work("Q2", first["path"], results), figures) == []
+    assert_submittable("Q2", first["path"], results)
     config = s["config"]
     assert figures["a"][:len(config["models_a"])] == [f"a_{m}_curves.png" for m in config["models_a"]]
 

@@ -7,51 +7,27 @@ plumbing and the honesty of the text, never an accuracy.
 """
 from __future__ import annotations
 
-import json
 import shutil
-import tempfile
-from pathlib import Path
 
-import nbformat
 import pytest
 
-from common import run, submit
 from common.runtime import ROOT
-from conftest import bundle_kernel
+from conftest import assert_submittable, bundle_tmpdir, run_smoke_profile, shown_text
 
 NOTEBOOK = ROOT / "Q3" / "Q3.ipynb"
 
 
 @pytest.fixture(scope="module")
-def smoke_run(cifar_data_dir, tmp_path_factory):
+def smoke_run(cifar_data_dir):
     """The smoke profile on the real data, with an empty TORCH_HOME (no weights)."""
-    (ROOT / "build").mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="test-q3-", dir=ROOT / "build"))
+    tmp = bundle_tmpdir("test-q3-")
     torch_home = tmp / "torch-home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(torch_home))  # inherited by the papermill kernel
-        args = ["--profile", str(ROOT / "profiles" / "smoke.yaml"), "--data-dir", str(cifar_data_dir),
-                "--build-dir", str(tmp / "build"), "--runs-dir", str(tmp / "runs"), str(NOTEBOOK)]
-        if bundle_kernel():
-            args += ["--kernel", bundle_kernel()]
-        code = run.main(args)
-    out = tmp / "build" / "Q3" / "Q3.ipynb"
-    assert code == 0, f"the smoke run failed; see {out}"
-    results = tmp / "build" / "Q3" / "results"
-    summary = json.loads((results / "summary.json").read_text())
-    yield {"nb": nbformat.read(out, as_version=4), "nb_path": out, "summary": summary, "results": results,
-           "torch_home": torch_home, "runs": tmp / "runs"}
+        out = run_smoke_profile(NOTEBOOK, tmp, cifar_data_dir)
+    yield {"nb": out["nb"], "nb_path": out["path"], "summary": out["summary"],
+           "results": out["results"], "torch_home": torch_home, "runs": tmp / "runs"}
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def shown_text(nb) -> str:
-    """Everything a reader sees in the executed notebook's outputs."""
-    parts = []
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text", ""))
-            parts.append(output.get("data", {}).get("text/markdown", ""))
-    return "\n".join(parts)
 
 
 def test_smoke_run_writes_every_part_and_figure(smoke_run):
@@ -59,10 +35,8 @@ def test_smoke_run_writes_every_part_and_figure(smoke_run):
     assert s["smoke"] is True and s["config"]["device"] == "cpu"
     results = s["results"]
     assert results["parts"] == ["a", "b", "c"]
-    # The contract `make check` enforces: every part names its figures, all on disk.
     assert set(results["figures"]) == {"a", "b", "c"}
-    work = submit.Work("Q3", smoke_run["nb_path"], smoke_run["results"])
-    assert submit.figure_problems(work, results["figures"]) == []
+    assert_submittable("Q3", smoke_run["nb_path"], smoke_run["results"])
     runs = results["runs"]
     config = s["config"]
     assert len([r for r in runs if r["part"] == "a"]) == 2 * len(config["fractions"])

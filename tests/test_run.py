@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -9,7 +10,7 @@ import pytest
 
 from common import run
 from common.runtime import ROOT
-from conftest import bundle_kernel
+from conftest import bundle_kernel, bundle_tmpdir
 
 BOOTSTRAP = (ROOT / "common" / "bootstrap_cell.py").read_text()
 
@@ -38,13 +39,8 @@ write_summary(config, {"answer": 42 * scale}, started=time.time())
 
 
 @pytest.fixture
-def bundle_tmp(tmp_path_factory):
-    """A scratch folder inside the bundle (under build/), as notebooks find the
-    bundle from their own location."""
-    import shutil
-    import tempfile
-    (ROOT / "build").mkdir(exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="test-run-", dir=ROOT / "build"))
+def bundle_tmp():
+    path = bundle_tmpdir("test-run-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -109,6 +105,16 @@ def test_notebooks_sharing_a_folder_get_their_own_outputs(tmp_path):
             for n in ("numpy_mlp", "fashion_mnist"))
     assert a["results_dir"] == str(tmp_path / "extras" / "numpy_mlp" / "results")
     assert b["runs_dir"] == str(tmp_path / "r" / "full" / "extras" / "fashion_mnist")
+
+
+def test_mistyped_set_key_is_an_error(bundle_tmp, capsys):
+    nb = make_notebook(bundle_tmp / "Mini" / "Mini.ipynb", GOOD)
+    profile = write_profile(bundle_tmp, "defaults: {}\n")
+    assert run.main(["--profile", str(profile), "--build-dir", str(bundle_tmp / "build"),
+                     "--set", "scael=3", str(nb)]) == 1
+    err = capsys.readouterr().err
+    assert "--set scael: no selected notebook declares it" in err and "scale" in err
+    assert not (bundle_tmp / "build").exists()  # refused before anything ran
 
 
 def test_set_values_keep_their_types():

@@ -248,3 +248,22 @@ def test_forward_flops_match_torchvisions_published_operation_counts(scratch):
     for name in ("tv_alexnet", "tv_resnet18"):
         flops = transfer.forward_flops(scratch[name], 224)
         assert flops / 2e9 == pytest.approx(transfer.imagenet_weights(name).meta["_ops"], rel=0.01)
+
+
+def test_a_run_is_never_reused_with_other_weights(torch_home, tmp_path):
+    from common.data import DeviceBatches
+    from common.train import ConfigMismatchError
+    from common.transfer import normalisation, train_transfer
+
+    fabricate_weights(checkpoints_dir(), ["tv_resnet18"], seed=1)
+    mean, std = normalisation("tv_resnet18")
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    batches = DeviceBatches(images, torch.arange(8) % 10, batch_size=4, mean=mean, std=std)
+    args = dict(pretrained=True, freeze="head", train_batches=batches, eval_batches=batches,
+                run_dir=tmp_path / "run", epochs=1, lr=0.01, device="cpu", seed=0, log=lambda *_: None)
+    first = train_transfer("tv_resnet18", **args)
+    assert first["weights_sha256"] and len(first["history"]["epoch"]) == 1
+    assert train_transfer("tv_resnet18", **args)["history"] == first["history"]  # reused
+    fabricate_weights(checkpoints_dir(), ["tv_resnet18"], seed=2, overwrite=True)
+    with pytest.raises(ConfigMismatchError, match="weights_sha256"):
+        train_transfer("tv_resnet18", **args)
