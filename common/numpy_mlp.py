@@ -15,21 +15,22 @@ DNNbackward -> mlp_backward, train -> train.
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import hashlib
 import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import backprop as bp
 from .selection import select_best  # noqa: F401  (re-exported: choose on validation)
 
 __all__ = ["ACTIVATIONS", "init_mlp", "mlp_forward", "mlp_backward", "mlp_loss", "mlp_autograd",
            "sgd_momentum_step", "evaluate", "train", "flatten_images", "layer_checks",
-           "network_checks", "train_or_load", "select_best", "combo_name", "plot_iteration_loss",
-           "blas_threads"]
+           "network_checks", "train_or_load", "run_settings", "settings_digest", "select_best",
+           "combo_name", "plot_iteration_loss", "blas_threads"]
 
 ACTIVATIONS = ("relu", "prelu", "sigmoid", "tanh")
 PRELU_INIT = 0.25  # He et al. (2015)'s initial slope, also torch.nn.PReLU's
@@ -166,49 +167,17 @@ def evaluate(params: dict, x: np.ndarray, y: np.ndarray, activation: str = "relu
     return {"loss": float(total / len(x)), "acc": correct / len(x)}
 
 
-def _openblas_thread_controls():
-    """(set, get) for the thread count of the OpenBLAS that NumPy loaded, or (None, None).
-
-    Found through /proc/self/maps (Linux) and ctypes; NumPy's wheels ship OpenBLAS
-    with prefixed, 64-bit-integer symbol names, hence the list of candidates."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None, None
-    paths = sorted({line.split()[-1] for line in maps.splitlines()
-                    if "openblas" in line.lower() and line.split()[-1].startswith("/")})
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    return setter, getter
-    return None, None
-
-
 @contextlib.contextmanager
 def blas_threads(n: int = 1):
     """Run NumPy's matrix products on `n` BLAS threads inside the block, then restore.
 
-    A mini-batch of 64 rows is too small to split across threads: OpenBLAS's
-    threads then mostly wait for each other, and on a busy two-core machine one
-    training epoch measured about 50 times slower on 2 threads than on 1. Best
-    effort: without OpenBLAS (or off Linux) the block runs unchanged."""
-    setter, getter = _openblas_thread_controls()
-    if setter is None:
+    A mini-batch of 64 rows is too small to split across threads: the BLAS threads
+    then mostly wait for each other, and on a busy two-core machine one training
+    epoch measured about 50 times slower on 2 threads than on 1. threadpoolctl
+    finds whichever BLAS NumPy loaded (OpenBLAS, MKL, BLIS); without one the block
+    runs unchanged."""
+    with threadpool_limits(limits=int(n), user_api="blas"):
         yield
-        return
-    before = int(getter())
-    setter(int(n))
-    try:
-        yield
-    finally:
-        setter(before)
 
 
 def train(params: dict, x_train, y_train, x_val, y_val, *, activation: str = "relu",
@@ -387,38 +356,78 @@ def combo_name(combo: dict) -> str:
             + "-".join(str(h) for h in hidden))
 
 
-def train_or_load(combo: dict, data: dict, *, run_dir: str | Path, epochs: int, batch_size: int,
-                  seed: int, force: bool = False, log: Callable[[str], None] | None = print) -> dict:
-    """Train one combination (lr, momentum, activation, hidden) on data["train"], selecting
-    on data["val"] (each an (x, y) pair), or reuse the run saved in run_dir with the
-    same settings and data sizes. Returns {"combo", "history", "params", "reused"}."""
-    run_dir = Path(run_dir)
+def _data_digest(data: dict) -> str:
+    """A fingerprint of the training and validation arrays: two runs with equal sizes
+    but different images (another split, another subset) must not share a folder."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in ("train", "val"):
+        for a in data[part]:
+            a = np.ascontiguousarray(a)
+            h.update(f"{part}{a.dtype.str}{a.shape}".encode())
+            h.update(a.data)
+    return h.hexdigest()
+
+
+def run_settings(combo: dict, data: dict, *, epochs: int, batch_size: int, seed: int) -> dict:
+    """Everything that decides a run's outcome, as plain JSON values: the combination,
+    the layer sizes, epochs, batch size, seed, the data sizes and a data fingerprint."""
     x_tr, y_tr = data["train"]
     x_val, y_val = data["val"]
     hidden = combo["hidden"] if isinstance(combo["hidden"], (list, tuple)) else [combo["hidden"]]
     sizes = [x_tr.shape[1], *[int(h) for h in hidden], int(max(y_tr.max(), y_val.max())) + 1]
-    settings = {**combo, "hidden": hidden, "sizes": sizes, "epochs": epochs,
-                "batch_size": batch_size, "seed": seed, "n_train": len(x_tr), "n_val": len(x_val)}
+    settings = {**combo, "hidden": [int(h) for h in hidden], "sizes": sizes, "epochs": int(epochs),
+                "batch_size": int(batch_size), "seed": int(seed), "n_train": len(x_tr),
+                "n_val": len(x_val), "data": _data_digest(data)}
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def settings_digest(settings: dict) -> str:
+    """8 hex digits identifying `settings` (see run_settings), for a folder name."""
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4).hexdigest()
+
+
+def train_or_load(combo: dict, data: dict, *, runs_dir: str | Path, epochs: int, batch_size: int,
+                  seed: int, force: bool = False, log: Callable[[str], None] | None = print) -> dict:
+    """Train one combination (lr, momentum, activation, hidden) on data["train"], selecting
+    on data["val"] (each an (x, y) pair), or reuse the run finished earlier with the same
+    settings.
+
+    Each run has its own folder, runs_dir/<combo_name>_<settings digest>, holding
+    params.npz and run.json (the full settings and the history). Different settings
+    (a smoke run, other epochs, data or seed) land in a different folder, so they
+    never overwrite a finished run, and going back to earlier settings reuses it.
+    Returns {"combo", "history", "params", "reused", "run_dir"}.
+    """
+    settings = run_settings(combo, data, epochs=epochs, batch_size=batch_size, seed=seed)
+    run_dir = Path(runs_dir) / f"{combo_name(combo)}_{settings_digest(settings)}"
     meta, weights = run_dir / "run.json", run_dir / "params.npz"
     if not force and meta.is_file() and weights.is_file():
         saved = json.loads(meta.read_text())
-        if saved.get("settings") == json.loads(json.dumps(settings)):
+        # The digest names the folder; comparing the full settings guards against a collision.
+        if saved.get("settings") == settings:
             with np.load(weights) as f:
                 params = {k: f[k] for k in f.files}
             if log:
-                log(f"{combo_name(combo)}: reusing the finished run in {run_dir}")
-            return {"combo": combo, "history": saved["history"], "params": params, "reused": True}
+                log(f"{run_dir.name}: reusing the finished run in {run_dir}")
+            return {"combo": combo, "history": saved["history"], "params": params, "reused": True,
+                    "run_dir": str(run_dir)}
+    x_tr, y_tr = data["train"]
+    x_val, y_val = data["val"]
     if log:
-        log(f"{combo_name(combo)}: training {sizes} for {epochs} epoch(s)")
-    params = init_mlp(sizes, combo["activation"], seed=seed)
+        log(f"{run_dir.name}: training {settings['sizes']} for {epochs} epoch(s)")
+    params = init_mlp(settings["sizes"], combo["activation"], seed=seed)
     history = train(params, x_tr, y_tr, x_val, y_val, activation=combo["activation"],
                     epochs=epochs, batch_size=batch_size, lr=combo["lr"],
                     momentum=combo["momentum"], seed=seed, log=log)
     run_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(weights, **params)
+    # Weights first, through a temporary name, then run.json: run.json marks a finished run.
+    partial = run_dir / "params.partial.npz"
+    np.savez(partial, **params)
+    partial.replace(weights)
     from .runtime import write_json
     write_json(meta, {"settings": settings, "history": history})
-    return {"combo": combo, "history": history, "params": params, "reused": False}
+    return {"combo": combo, "history": history, "params": params, "reused": False,
+            "run_dir": str(run_dir)}
 
 
 def plot_iteration_loss(history: dict, *, batches_per_epoch: int, window: int = 50,

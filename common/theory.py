@@ -14,6 +14,8 @@ Each function follows the layout its assignment writes: CIS 520 and ECE 421
 put examples in rows (z = xW + b, W of shape (in, out)); ECE 449 problem 5
 uses column vectors (Z = WX + B). `autograd_grads` is the independent
 reference the notebook compares against; torch is imported only there.
+sigmoid, softmax and the softmax cross-entropy are common.backprop's layers,
+reshaped to the problems' single vectors.
 """
 from __future__ import annotations
 
@@ -21,20 +23,21 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from . import backprop as bp
+
 __all__ = [
     "sigmoid", "softplus", "cis520_forward", "cis520_gradients",
     "conv_output_size", "fc_layer_parameters", "conv_layer_parameters", "cross_correlate",
     "avg_pool2", "conv_sigmoid_avgpool_forward", "conv_sigmoid_avgpool_gradients",
-    "softmax", "softmax_ce_loss", "softmax_ce_gradient", "softmax_layer_sgd_step",
+    "softmax", "softmax_ce_loss", "softmax_ce_gradient", "softmax_layer_sgd_step", "ECE449_P5_PRINTED",
     "relu_grad", "fc_forward", "fc_grads", "softmax_jacobian", "cross_entropy", "cross_entropy_grad",
     "autograd_grads", "check_row",
 ]
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow: exp only ever sees -|z|."""
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    """Logistic function without overflow: common.backprop's sigmoid_forward, output only."""
+    return bp.sigmoid_forward(np.asarray(z, dtype=np.float64))[0]
 
 
 def softplus(z: np.ndarray) -> np.ndarray:
@@ -161,21 +164,31 @@ def conv_sigmoid_avgpool_gradients(X: np.ndarray, K: np.ndarray, G: np.ndarray) 
 
 # --- ECE 449 problems 4 and 5: softmax with cross-entropy ----------------------------------
 
-def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax along `axis`; the maximum is subtracted first, which cancels out."""
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax along the last axis (z: (N,) or (m, N)): common.backprop's softmax_forward,
+    which goes through the stable log-softmax."""
+    return bp.softmax_forward(np.asarray(z, dtype=np.float64))[0]
 
 
 def softmax_ce_loss(z: np.ndarray, p: np.ndarray) -> float:
-    """E = -sum_i p_i ln q_i with q = softmax(z); z, p: (N,)."""
-    logq = z - z.max() - np.log(np.exp(z - z.max()).sum())
-    return float(-(p * logq).sum())
+    """E = -sum_i p_i ln q_i with q = softmax(z); z, p: (N,). common.backprop's
+    cross_entropy_forward on a batch of one row."""
+    return float(bp.cross_entropy_forward(np.asarray(z, dtype=np.float64)[None],
+                                          np.asarray(p, dtype=np.float64)[None], reduction="sum")[0])
 
 
 def softmax_ce_gradient(z: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """dE/dz_x = q_x sum_i p_i - p_x, which is q_x - p_x when the targets sum to 1 (problem 4)."""
-    return softmax(z) * p.sum() - p
+    """dE/dz_x = q_x sum_i p_i - p_x, which is q_x - p_x when the targets sum to 1
+    (problem 4); z, p: (N,). common.backprop's cross_entropy_backward, whose general
+    form (sum_i p_i) q - p is exactly this."""
+    _, cache = bp.cross_entropy_forward(np.asarray(z, dtype=np.float64)[None],
+                                        np.asarray(p, dtype=np.float64)[None], reduction="sum")
+    return bp.cross_entropy_backward(1.0, cache)[0]
+
+
+# What the extracted text of ECE 449 A2 Problem 5 still prints (B, X and P were lost):
+# the notebook compares its parameters with these to say which values it uses.
+ECE449_P5_PRINTED = {"W": ((1.0, 0.0), (0.0, -1.0)), "lr": 0.02}
 
 
 def softmax_layer_sgd_step(W, B, X, P, lr: float) -> dict:
@@ -260,8 +273,6 @@ def check_row(part: str, quantity: str, comparison: str, analytic, reference,
               tolerance: float) -> dict:
     """One line of a check table: rel_error (common.backprop) of `analytic` against
     `reference`, and whether it is within `tolerance`."""
-    from .backprop import rel_error
-
-    error = rel_error(analytic, reference)
+    error = bp.rel_error(analytic, reference)
     return {"part": part, "quantity": quantity, "comparison": comparison, "error": error,
             "tolerance": tolerance, "passed": bool(error <= tolerance)}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -11,13 +10,6 @@ import papermill as pm
 
 from common.runtime import ROOT
 from conftest import TEST_DATA, bundle_kernel
-
-
-def bundle_tmpdir(prefix: str) -> Path:
-    """A scratch folder inside build/: the notebook's bootstrap cell finds the bundle
-    from its working directory."""
-    (ROOT / "build").mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=ROOT / "build"))
 
 
 def run_extra(name: str, tmp: Path, **params):
@@ -31,8 +23,16 @@ def run_extra(name: str, tmp: Path, **params):
     return nbformat.read(out, as_version=4), summary
 
 
-def data_dir_for(fashion_system_dir) -> str:
-    """A writable data_dir: load_dataset finds Debian's copy and caches it here."""
+def fashion_data_dir(fashion_system_dir: Path) -> str:
+    """A writable data_dir (build/test-data) for a notebook that loads Fashion-MNIST.
+
+    The notebook's load_dataset finds Debian's copy in its system folder by itself
+    and caches the decoded arrays in this data_dir; nothing is copied here. The
+    argument is the `fashion_system_dir` fixture, taken so that a test calling this
+    must request the fixture: without Debian's dataset-fashion-mnist package the
+    test then skips (or, under CI=true, fails) before a notebook starts."""
+    if not Path(fashion_system_dir).is_dir():
+        raise FileNotFoundError(f"{fashion_system_dir} is missing: pass the fashion_system_dir fixture")
     TEST_DATA.mkdir(parents=True, exist_ok=True)
     return str(TEST_DATA)
 

@@ -10,7 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from common import extras_models as xm
 from common.models import count_parameters
 from common.selection import select_best
-from extras_helpers import bundle_tmpdir, cleanup, data_dir_for, outputs_text, run_extra
+from conftest import bundle_tmpdir
+from extras_helpers import cleanup, fashion_data_dir, outputs_text, run_extra
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -18,7 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def fashion_run(fashion_system_dir):
     tmp = bundle_tmpdir("test-fashion-")
-    nb, summary = run_extra("fashion_mnist", tmp, data_dir=data_dir_for(fashion_system_dir),
+    nb, summary = run_extra("fashion_mnist", tmp, data_dir=fashion_data_dir(fashion_system_dir),
                             runs_dir=str(tmp / "runs"), smoke=True, device="cpu")
     yield tmp, nb, summary
     cleanup(tmp)

@@ -76,29 +76,61 @@ def test_grid_visits_all_twelve_and_chooses_on_validation(grid_run):
     assert out["best"] == select_best(saved)
 
 
-def test_choice_does_not_move_when_test_labels_are_poisoned(grid_run):
-    """The reported test accuracy follows the labels; the choice does not. With the
-    test labels permuted (or all set to one class), the grid, rerun from its saved
-    runs, picks the same configuration."""
-    out, tmp = grid_run["out"], grid_run["tmp"]
+def spy_on_the_grid(monkeypatch):
+    """Wrap common.train.fit and common.train.evaluate (what run_grid trains and scores
+    with) and common.selection.select_best: record every batches object the first two
+    receive and every list of scores the choice is made from."""
+    import common.selection as selection
+    import common.train as training
+
+    seen, scores = [], []
+    real_fit, real_evaluate, real_select = training.fit, training.evaluate, selection.select_best
+
+    def fit(model, train_batches, eval_batches, **kwargs):
+        seen.extend([train_batches, eval_batches])
+        return real_fit(model, train_batches, eval_batches, **kwargs)
+
+    def evaluate(model, batches, *args, **kwargs):
+        seen.append(batches)
+        return real_evaluate(model, batches, *args, **kwargs)
+
+    def select(val_scores):
+        scores.append(list(val_scores))
+        return real_select(val_scores)
+
+    monkeypatch.setattr(training, "fit", fit)
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    monkeypatch.setattr(selection, "select_best", select)
+    return seen, scores
+
+
+def test_the_choice_never_touches_the_test_batches(grid_run, tmp_path, monkeypatch):
+    """Train and choose on a few grid points, from scratch, with a test split built
+    alongside: the spies see the training and validation batches only, and the choice
+    is made from the validation accuracies. Handing the grid the test batches as its
+    validation set (the mistake this guards against) is caught by the same spies."""
+    seen, scores = spy_on_the_grid(monkeypatch)
     te_x, te_y = synthetic(40, 2)
+    test = DeviceBatches(te_x, te_y, mean=(0.5,), std=(0.3,), batch_size=40)
+    train, val = grid_run["train"], grid_run["val"]
+    grid = xm.baseline_grid()[:3]
+    options = dict(seed=0, device="cpu", fit_options=grid_run["fit_options"], label=xm.grid_label,
+                   log=lambda s: None)
+    out = run_grid(grid, lambda o: xm.baseline_cnn(**o), train, val, runs_dir=tmp_path / "ok", **options)
+    assert not any(b is test for b in seen)
+    assert {id(b) for b in seen} == {id(train), id(val)}
+    assert sum(b is val for b in seen) >= 2 * len(grid)  # handed to fit, then evaluated in it
+    assert scores == [[r["val_accuracy"] for r in out["rows"]]]
+    # Each score is the model's accuracy on the validation batches.
     best = out["rows"][out["best"]]
-    accuracies = []
-    for labels in (te_y, te_y[torch.randperm(40, generator=torch.Generator().manual_seed(3))],
-                   torch.zeros_like(te_y)):
-        again = run_grid(xm.baseline_grid(), lambda o: xm.baseline_cnn(**o), grid_run["train"], grid_run["val"],
-                         runs_dir=tmp / "runs", seed=0, device="cpu", fit_options=grid_run["fit_options"],
-                         label=xm.grid_label, log=lambda s: None)
-        assert again["best"] == out["best"]
-        model, _ = train_run(best["name"], lambda: xm.baseline_cnn(**best["options"]), grid_run["train"],
-                             grid_run["val"], runs_dir=tmp / "runs", seed=0, device="cpu",
-                             fit_options=grid_run["fit_options"], config={"options": best["options"]},
-                             log=lambda s: None)
-        test = DeviceBatches(te_x, labels, mean=(0.5,), std=(0.3,), batch_size=40)
-        accuracies.append(evaluate(model, test, "cpu")["accuracy"])
-    preds = evaluate(model, DeviceBatches(te_x, te_y, mean=(0.5,), std=(0.3,), batch_size=40), "cpu",
-                     predictions=True)["predictions"]
-    assert accuracies[2] == pytest.approx(float((preds == 0).float().mean()))  # the test labels did matter
+    model, _ = train_run(best["name"], lambda: xm.baseline_cnn(**best["options"]), train, val,
+                         runs_dir=tmp_path / "ok", seed=0, device="cpu", fit_options=grid_run["fit_options"],
+                         config={"options": best["options"]}, log=lambda s: None)
+    assert evaluate(model, val, "cpu")["accuracy"] == pytest.approx(best["val_accuracy"])
+    # The spies would notice the test set standing in for the validation set.
+    seen.clear()
+    run_grid(grid[:1], lambda o: xm.baseline_cnn(**o), train, test, runs_dir=tmp_path / "leak", **options)
+    assert any(b is test for b in seen)
 
 
 def test_heatmap_draws_every_cell(grid_run, tmp_path):

@@ -4,14 +4,18 @@ that learns, diverges gracefully and is reused; extras/numpy_mlp.ipynb on real
 Fashion-MNIST in smoke mode."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import threadpoolctl
 import torch
 import torch.nn.functional as F
 
 from common import backprop as bp
 from common import numpy_mlp as nm
-from extras_helpers import bundle_tmpdir, cleanup, data_dir_for, run_extra
+from conftest import bundle_tmpdir
+from extras_helpers import cleanup, fashion_data_dir, run_extra
 
 
 def blobs(n=300, d=10, classes=3, seed=0, spread=0.6):
@@ -118,17 +122,60 @@ def test_diverging_training_stops_and_restores_the_last_good_weights():
         assert np.isfinite(nm.evaluate(params, x, y, "relu")["loss"])
 
 
-def test_train_or_load_reuses_a_finished_run(tmp_path):
+def counting_train(monkeypatch):
+    """Wrap nm.train so a test can tell a reused run (no call) from a trained one."""
+    calls = []
+    real = nm.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["epochs"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nm, "train", spy)
+    return calls
+
+
+def test_train_or_load_reuses_a_finished_run(tmp_path, monkeypatch):
+    calls = counting_train(monkeypatch)
     x, y = blobs()
     data = {"train": (x, y), "val": blobs(n=60, seed=0)}
     combo = {"lr": 0.05, "momentum": 0.9, "activation": "tanh", "hidden": 8}
-    first = nm.train_or_load(combo, data, run_dir=tmp_path / "run", epochs=2, batch_size=32, seed=1, log=None)
-    again = nm.train_or_load(combo, data, run_dir=tmp_path / "run", epochs=2, batch_size=32, seed=1, log=None)
-    assert not first["reused"] and again["reused"]
+    first = nm.train_or_load(combo, data, runs_dir=tmp_path, epochs=2, batch_size=32, seed=1, log=None)
+    again = nm.train_or_load(combo, data, runs_dir=tmp_path, epochs=2, batch_size=32, seed=1, log=None)
+    assert not first["reused"] and again["reused"] and calls == [2]
+    assert again["run_dir"] == first["run_dir"]
     assert again["history"]["val_acc"] == first["history"]["val_acc"]
     assert all(np.array_equal(first["params"][k], again["params"][k]) for k in first["params"])
-    other = nm.train_or_load(combo, data, run_dir=tmp_path / "run", epochs=3, batch_size=32, seed=1, log=None)
-    assert not other["reused"] and len(other["history"]["val_acc"]) == 3
+    forced = nm.train_or_load(combo, data, runs_dir=tmp_path, epochs=2, batch_size=32, seed=1, force=True,
+                              log=None)
+    assert not forced["reused"] and calls == [2, 2]
+
+
+def test_other_settings_get_their_own_run_and_never_overwrite_a_finished_one(tmp_path, monkeypatch):
+    """full -> smoke -> full: the second full call reuses the first, untouched."""
+    calls = counting_train(monkeypatch)
+    x, y = blobs()
+    full = {"train": (x, y), "val": blobs(n=60, seed=0)}
+    smoke = {"train": (x[:100], y[:100]), "val": blobs(n=30, seed=0)}
+    combo = {"lr": 0.05, "momentum": 0.9, "activation": "relu", "hidden": 8}
+    first = nm.train_or_load(combo, full, runs_dir=tmp_path, epochs=3, batch_size=32, seed=1, log=None)
+    weights = (Path(first["run_dir"]) / "params.npz").read_bytes()
+    other = nm.train_or_load(combo, smoke, runs_dir=tmp_path, epochs=1, batch_size=32, seed=1, log=None)
+    back = nm.train_or_load(combo, full, runs_dir=tmp_path, epochs=3, batch_size=32, seed=1, log=None)
+    assert calls == [3, 1], "the third call must reuse the first run, not train"
+    assert not other["reused"] and other["run_dir"] != first["run_dir"]
+    assert back["reused"] and back["run_dir"] == first["run_dir"]
+    assert (Path(first["run_dir"]) / "params.npz").read_bytes() == weights
+    assert back["history"] == first["history"]
+    # Same sizes, different images (another split) is a different run too.
+    shuffled = {"train": (x[::-1].copy(), y[::-1].copy()), "val": full["val"]}
+    moved = nm.train_or_load(combo, shuffled, runs_dir=tmp_path, epochs=3, batch_size=32, seed=1, log=None)
+    assert not moved["reused"] and moved["run_dir"] not in (first["run_dir"], other["run_dir"])
+    # Every setting that decides the outcome changes the folder.
+    base = nm.run_settings(combo, full, epochs=3, batch_size=32, seed=1)
+    for change in ({"epochs": 4}, {"batch_size": 16}, {"seed": 2}):
+        s = nm.run_settings(combo, full, **{"epochs": 3, "batch_size": 32, "seed": 1, **change})
+        assert nm.settings_digest(s) != nm.settings_digest(base), change
 
 
 def test_bad_arguments_are_named():
@@ -141,7 +188,7 @@ def test_bad_arguments_are_named():
 def test_numpy_mlp_notebook_smoke_on_real_data(fashion_system_dir):
     tmp = bundle_tmpdir("test-numpy-mlp-")
     try:
-        nb, summary = run_extra("numpy_mlp", tmp, data_dir=data_dir_for(fashion_system_dir),
+        nb, summary = run_extra("numpy_mlp", tmp, data_dir=fashion_data_dir(fashion_system_dir),
                                 runs_dir=str(tmp / "runs"), smoke=True)
         res = summary["results"]
         assert summary["smoke"] is True
@@ -158,17 +205,28 @@ def test_numpy_mlp_notebook_smoke_on_real_data(fashion_system_dir):
         cleanup(tmp)
 
 
-def test_blas_threads_sets_and_restores_the_thread_count():
-    setter, getter = nm._openblas_thread_controls()
-    a = np.random.default_rng(7).normal(size=(50, 40))
-    outside = a @ a.T
-    with nm.blas_threads(1):
-        if getter is not None:
-            assert getter() == 1
-        inside = a @ a.T
-    np.testing.assert_allclose(inside, outside, rtol=1e-12)
-    if getter is not None:
-        before = getter()
+def blas_thread_counts() -> list[int]:
+    return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_blas_threads_limits_and_restores_the_blas_pools():
+    if not blas_thread_counts():
+        pytest.skip("threadpoolctl reports no BLAS thread pool in this process: nothing to limit")
+    # Start from 2 threads, so the limit of 1 inside is distinguishable from what is restored.
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_thread_counts()
+        if max(before) < 2:
+            pytest.skip(f"the BLAS pools cannot run 2 threads here ({before}): a limit of 1 is invisible")
+        a = np.random.default_rng(7).normal(size=(50, 40))
+        outside = a @ a.T
         with nm.blas_threads(1):
-            pass
-        assert getter() == before
+            assert blas_thread_counts() == [1] * len(before)
+            inside = a @ a.T
+        assert blas_thread_counts() == before
+        np.testing.assert_allclose(inside, outside, rtol=1e-12)
+        # train runs inside the limit (read at its per-epoch log line) and restores it too.
+        seen = []
+        x, y = blobs(n=64)
+        nm.train(nm.init_mlp([10, 4, 3], "relu"), x, y, x, y, epochs=1,
+                 log=lambda line: seen.append(blas_thread_counts()))
+        assert seen == [[1] * len(before)] and blas_thread_counts() == before

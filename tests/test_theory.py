@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from common import backprop as bp
 from common import theory as th
-from extras_helpers import bundle_tmpdir, cleanup, run_extra
+from common.latex import fmt, matrix
+from conftest import bundle_tmpdir
+from extras_helpers import cleanup, outputs_text, run_extra
 
 AUTO = bp.AUTOGRAD_TOLERANCE
 
@@ -204,6 +206,23 @@ def test_theory_notebook_answers_match_independent_computations(theory_run):
     np.testing.assert_allclose(p5["W_new"], layer.weight.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(p5["B_new"], layer.bias.detach().numpy(), rtol=1e-12)
     assert res["cis520_section1"]["hidden"] == 40 and res["cis520_section1"]["single_row_loss"] > 0
+
+
+def test_theory_notebook_text_follows_its_parameters_and_the_tolerance_constants(theory_run):
+    """The run injects W and alpha that differ from the printed ones: the text must say so,
+    and the tolerance paragraph must quote the constants the checks use."""
+    nb, _, (W, B, X, P) = theory_run
+    text = outputs_text(nb)
+    printed = th.ECE449_P5_PRINTED
+    assert f"$W = {matrix(W)}$, **not** the printed $W = {matrix(printed['W'])}$" in text
+    assert f"$\\alpha = {fmt(0.1)}$, **not** the printed $\\alpha = {fmt(printed['lr'])}$" in text
+    assert f"$B = {matrix(B)}$, $X = {matrix(X)}$, $P = {matrix(P)}$" in text
+    for quoted in (f"$h = {fmt(bp.FD_STEP, 1)}$", f"$h^2 = {fmt(bp.FD_STEP ** 2, 1)}$",
+                   f"the tolerance is ${fmt(bp.FD_TOLERANCE, 1)}$",
+                   f"the tolerance is ${fmt(bp.AUTOGRAD_TOLERANCE, 1)}$"):
+        assert quoted in text
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "10^{-" not in prose and str(printed["lr"]) in prose  # only the assignment's own values
 
 
 def test_theory_notebook_rejects_a_target_that_is_not_a_distribution():
