@@ -132,13 +132,13 @@ def environment_info() -> dict:
     return info
 
 
-def _jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
     """Convert tensors, arrays, paths and numpy scalars; NaN/inf become strings so
     the file stays strict JSON."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else str(obj)
     if isinstance(obj, (str, int, bool)) or obj is None:
@@ -146,7 +146,7 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return str(obj)
     if hasattr(obj, "tolist"):  # torch.Tensor, np.ndarray, numpy scalars
-        return _jsonable(obj.tolist())
+        return to_jsonable(obj.tolist())
     return str(obj)
 
 
@@ -156,7 +156,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+    tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.models import count_parameters
-from common.runtime import (ConfigError, _jsonable, check, check_positive_int, environment_info,
+from common.runtime import (ConfigError, to_jsonable, check, check_positive_int, environment_info,
                             write_json)
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "SCHEDULE_OPTIONS", "HISTORY_KEYS", "CheckpointError",
@@ -327,7 +327,7 @@ def _load_latest_checkpoint(run_dir: Path, log: Callable[[str], None]) -> dict |
 def _normalise(obj: Any) -> Any:
     """Through JSON and back, so saved and fresh settings compare like for like
     (tuples become lists, paths strings)."""
-    return json.loads(json.dumps(_jsonable(obj)))
+    return json.loads(json.dumps(to_jsonable(obj)))
 
 
 def _differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
