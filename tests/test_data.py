@@ -11,7 +11,6 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from common import data
 from common.data import (DATASETS, DatasetNotFoundError, DeviceBatches, load_dataset,
                          stratified_indices, train_val_split)
 
@@ -255,6 +254,84 @@ def test_augmented_batch_is_a_padded_crop_or_its_flip_of_its_source():
             assert any(torch.allclose(xi, c, atol=1e-5) for c in candidates)
             changed += not torch.allclose(xi, candidates[4 * 9 + 4], atol=1e-5)
     assert changed > 16  # 1 in 162 outputs is the identity; most must differ
+
+
+def test_augmentation_across_several_chunks(monkeypatch):
+    # Chunks of 8 images (2 batches of 4): the chunked path must keep the same
+    # contract as one chunk: every image once per epoch, each output a padded crop
+    # or its flip of its own source, and drop_last dropping only the last partial batch.
+    monkeypatch.setattr(DeviceBatches, "_CHUNK_IMAGES", 8)
+    images, labels = make_images(30), torch.arange(30)
+    for drop_last, expected in ((False, list(range(30))), (True, None)):
+        b = DeviceBatches(images, labels, batch_size=4, train=True, mean=MEAN, std=STD, seed=1,
+                          drop_last=drop_last)
+        out = list(b)
+        assert len(out) == len(b) == (7 if drop_last else 8)
+        assert all(len(y) == 4 for _, y in out[:7])
+        seen = torch.cat([y for _, y in out]).tolist()
+        assert len(set(seen)) == len(seen)
+        if expected:
+            assert sorted(seen) == expected
+        for x, y in out:
+            for xi, yi in zip(x, y):
+                padded_u8 = torch.nn.functional.pad(images[yi], (4, 4, 4, 4))
+                crops = [reference_normalise(padded_u8[:, dy:dy + 32, dx:dx + 32])
+                         for dy in range(9) for dx in range(9)]
+                assert any(torch.allclose(xi, c, atol=1e-5) or torch.allclose(xi, c.flip(2), atol=1e-5)
+                           for c in crops)
+
+
+def test_eval_batches_across_chunks_keep_order_and_values(monkeypatch):
+    monkeypatch.setattr(DeviceBatches, "_CHUNK_IMAGES", 8)
+    images, labels = make_images(21), torch.arange(21)
+    x = torch.cat([x for x, _ in DeviceBatches(images, labels, batch_size=4, mean=MEAN, std=STD)])
+    assert torch.allclose(x, torch.stack([reference_normalise(i) for i in images]), atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(crop_padding=0), dict(flip=False),
+                                     dict(crop_padding=2, train=False, augment=True)])
+def test_numpy_and_torch_augmentation_paths_agree(monkeypatch, options):
+    # On the CPU the crops are gathered with numpy; every other device uses the
+    # torch path. Both must give the same batches from the same draws.
+    images, labels = make_images(40), torch.arange(40)
+    args = {**dict(batch_size=16, train=True, mean=MEAN, std=STD, seed=4), **options}
+    via_numpy = list(DeviceBatches(images, labels, **args))
+    monkeypatch.setattr(DeviceBatches, "_numpy_on_cpu", False)
+    via_torch = list(DeviceBatches(images, labels, **args))
+    assert len(via_numpy) == len(via_torch) == 3
+    for (xa, ya), (xb, yb) in zip(via_numpy, via_torch):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    plain, _ = next(iter(DeviceBatches(images, labels, **{**args, "augment": False})))
+    assert not torch.equal(via_numpy[0][0], plain)  # augmentation changed something
+    assert torch.equal(images, make_images(40))  # the source images are never written to
+
+
+def test_augmentation_draws_uniform_offsets_and_fair_flips():
+    # Recover each output's (dy, dx, flip) from its pixels and check the
+    # distribution: offsets uniform over 0..8 in both directions, flips p=0.5.
+    n = 4000
+    images = make_images(n, c=1, size=8, seed=3)
+    b = DeviceBatches(images, torch.arange(n), batch_size=500, train=True, mean=(0.0,),
+                      std=(1.0,), seed=0)
+    dys, dxs, flips = [], [], []
+    for x, y in b:
+        out_u8 = (x * 255).round().to(torch.uint8)  # mean 0, std 1: undo the /255
+        padded = torch.nn.functional.pad(images[y], (4, 4, 4, 4))
+        for flipped in (False, True):
+            src = padded.flip(3) if flipped else padded
+            for dy in range(9):
+                for dx in range(9):
+                    hits = int((out_u8 == src[:, :, dy:dy + 8, dx:dx + 8]).flatten(1).all(1).sum())
+                    # A crop of the mirror image at dx is the mirror of the crop at 8 - dx.
+                    dys += [dy] * hits
+                    dxs += [8 - dx if flipped else dx] * hits
+                    flips += [flipped] * hits
+    assert len(dys) == n  # every output identified exactly once
+    for offsets in (torch.tensor(dys), torch.tensor(dxs)):
+        counts = offsets.bincount(minlength=9).float()
+        # n/9 = 444 per value; a binomial sd is about 20, so +-25% is far outside noise.
+        assert counts.min() > 0.75 * n / 9 and counts.max() < 1.25 * n / 9
+    assert abs(sum(flips) / n - 0.5) < 0.04  # sd 0.008
 
 
 def test_batches_are_deterministic_per_seed_and_epoch():

@@ -1,0 +1,211 @@
+"""What the full runs cost: FLOPs per image, per run and in total, and an estimated
+time on a Colab T4, printed before any training starts.
+
+    print_plan(PLAN)                          # every default run of Q2 and Q3
+    print_plan(q3_plan(epochs=5))             # one question, other settings
+    rows, total = plan_cost(PLAN)             # the same figures as data
+
+FLOPs are counted by torch's FlopCounterMode on one image: a multiply-add counts
+as 2 FLOPs, and only convolutions and matrix products are counted (BatchNorm,
+ReLU, pooling and the optimiser step are a few percent more). Models are built on
+PyTorch's "meta" device, so counting needs no memory and no arithmetic.
+
+Accounting, stated once here and printed with every plan:
+- training one image costs about 3x its forward pass (the backward pass computes
+  gradients for both the activations and the weights, each about as costly as the
+  forward); freezing layers makes it less, so 3x is an upper bound there;
+- evaluation is one forward pass of every test image, once per epoch;
+- time = FLOPs / (T4 peak x fraction of peak): 65 TFLOPS is the T4's float16
+  tensor-core peak, and real training reaches a fraction of it (input pipeline,
+  small layers, memory-bound operations). The result is an estimate, not a
+  measurement.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+
+__all__ = ["TRAIN_FORWARD_MULTIPLE", "T4_PEAK_FLOPS", "DEFAULT_FRACTION_OF_PEAK",
+           "CIFAR_TRAIN_IMAGES", "CIFAR_TEST_IMAGES", "PLAN", "q2_plan", "q3_plan",
+           "flops_per_image", "model_flops", "plan_cost", "t4_estimate", "print_plan",
+           "format_flops", "format_seconds"]
+
+TRAIN_FORWARD_MULTIPLE = 3  # training FLOPs per image = 3 x forward FLOPs
+T4_PEAK_FLOPS = 65e12  # NVIDIA T4, float16 tensor cores, dense
+DEFAULT_FRACTION_OF_PEAK = 0.35
+CIFAR_TRAIN_IMAGES = 50_000
+CIFAR_TEST_IMAGES = 10_000
+
+
+def flops_per_image(model: torch.nn.Module, input_shape: Sequence[int]) -> int:
+    """Forward FLOPs of `model` for one image of shape (C, H, W).
+
+    A multiply-add is 2 FLOPs; only convolutions and matrix products are counted
+    (torch.utils.flop_counter.FlopCounterMode). The model may live on any device,
+    "meta" included (then nothing is computed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape={tuple(input_shape)}: expected (C, H, W) of one image")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def _build(source: str, name: str, num_classes: int = 10) -> torch.nn.Module:
+    """A model by name, built on the meta device: common.models' CIFAR networks
+    ("common") or torchvision's ImageNet architectures with a 10-class head
+    ("torchvision"). Weights are irrelevant to FLOPs, so none are loaded."""
+    with torch.device("meta"):
+        if source == "common":
+            from common.models import build_model
+            return build_model(name, num_classes=num_classes)
+        if source == "torchvision":
+            import torchvision
+            return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    raise ValueError(f"model source {source!r}: use 'common' (CIFAR networks in common.models) "
+                     "or 'torchvision' (ImageNet architectures)")
+
+
+_FLOPS_CACHE: dict[tuple[str, str, int], int] = {}
+
+
+def model_flops(source: str, name: str, input_size: int, channels: int = 3) -> int:
+    """flops_per_image of a named model at input_size x input_size, remembered."""
+    key = (source, name, input_size)
+    if key not in _FLOPS_CACHE:
+        _FLOPS_CACHE[key] = flops_per_image(_build(source, name), (channels, input_size, input_size))
+    return _FLOPS_CACHE[key]
+
+
+def _run(name: str, question: str, source: str, model: str, input_size: int, epochs: int,
+         train_images: int, test_images: int = CIFAR_TEST_IMAGES, note: str = "") -> dict[str, Any]:
+    return {"name": name, "question": question, "source": source, "model": model,
+            "input_size": input_size, "epochs": epochs, "train_images": train_images,
+            "test_images": test_images, "note": note}
+
+
+def q2_plan(*, epochs: int = 40, train_images: int = CIFAR_TRAIN_IMAGES,
+            vgg: str = "vgg16", resnet: str = "resnet18",
+            improvements: Sequence[tuple[str, str]] = (("q2c_method1", "alexnet"),
+                                                       ("q2c_method2", "vgg16"))) -> list[dict]:
+    """Q2's default runs, CIFAR networks at 32x32: (a) VGG and ResNet, (b) AlexNet
+    with SGD, RMSProp and Adam, (c) one extra run per improvement tried (name, model)."""
+    runs = [_run(f"q2a_{vgg}", "Q2(a)", "common", vgg, 32, epochs, train_images),
+            _run(f"q2a_{resnet}", "Q2(a)", "common", resnet, 32, epochs, train_images)]
+    runs += [_run(f"q2b_alexnet_{opt}", "Q2(b)", "common", "alexnet", 32, epochs, train_images)
+             for opt in ("sgd", "rmsprop", "adam")]
+    runs += [_run(name, "Q2(c)", "common", model, 32, epochs, train_images,
+                  note="placeholder: one extra run per improvement")
+             for name, model in improvements]
+    return runs
+
+
+def q3_plan(*, epochs: int = 10, fractions: Sequence[float] = (0.1, 0.2, 0.5),
+            input_size: int = 224, train_images: int = CIFAR_TRAIN_IMAGES,
+            models_b: Sequence[str] = ("resnet18", "vgg16"), model_c: str = "resnet18",
+            freezes: Sequence[str] = ("head", "last_block", "all")) -> list[dict]:
+    """Q3's runs, torchvision architectures at input_size: (a) AlexNet pretrained and
+    from scratch on each fraction of the training set, (b) each fine-tuned model,
+    (c) model_c with each freeze strategy (3x forward is then an upper bound)."""
+    runs = []
+    for fraction in fractions:
+        n = round(fraction * train_images)
+        for init in ("pretrained", "scratch"):
+            runs.append(_run(f"q3a_alexnet_{init}_f{fraction:g}", "Q3(a)", "torchvision",
+                             "alexnet", input_size, epochs, n))
+    runs += [_run(f"q3b_{m}", "Q3(b)", "torchvision", m, input_size, epochs, train_images)
+             for m in models_b]
+    runs += [_run(f"q3c_{model_c}_{f}", "Q3(c)", "torchvision", model_c, input_size, epochs,
+                  train_images, note="frozen layers: 3x forward is an upper bound")
+             for f in freezes]
+    return runs
+
+
+# Every default run of the coursework: the notebooks print their share before training.
+PLAN: list[dict] = q2_plan() + q3_plan()
+
+
+def t4_estimate(flops: float, fraction_of_peak: float = DEFAULT_FRACTION_OF_PEAK) -> float:
+    """Estimated seconds for `flops` on a T4 running at `fraction_of_peak` of its
+    65 TFLOPS float16 peak. An estimate: real speed depends on the model and pipeline."""
+    if not 0 < fraction_of_peak <= 1:
+        raise ValueError(f"fraction_of_peak={fraction_of_peak!r}: expected a number in (0, 1]")
+    if flops < 0:
+        raise ValueError(f"flops={flops!r}: expected a non-negative number")
+    return flops / (T4_PEAK_FLOPS * fraction_of_peak)
+
+
+def plan_cost(runs: Iterable[Mapping[str, Any]], *,
+              fraction_of_peak: float = DEFAULT_FRACTION_OF_PEAK,
+              flops_of: Callable[[str, str, int], int] | None = None) -> tuple[list[dict], dict]:
+    """FLOPs and estimated T4 time per run, and the totals: (rows, total).
+
+    Each run needs "name", "source", "model", "input_size", "epochs",
+    "train_images" and "test_images". Per run:
+        train FLOPs = 3 x forward x train_images x epochs
+        eval FLOPs  = forward x test_images x epochs (the test set every epoch)
+    `flops_of(source, model, input_size)` replaces the FLOP counter (tests)."""
+    flops_of = flops_of or model_flops
+    needed = ("name", "source", "model", "input_size", "epochs", "train_images", "test_images")
+    rows = []
+    for run in runs:
+        missing = [k for k in needed if k not in run]
+        if missing:
+            raise ValueError(f"plan_cost: run {run.get('name', run)!r} lacks {', '.join(missing)}")
+        forward = flops_of(run["source"], run["model"], run["input_size"])
+        train = TRAIN_FORWARD_MULTIPLE * forward * run["train_images"] * run["epochs"]
+        evaluation = forward * run["test_images"] * run["epochs"]
+        rows.append({**run, "forward_flops_per_image": forward, "train_flops": train,
+                     "eval_flops": evaluation, "total_flops": train + evaluation,
+                     "t4_seconds": t4_estimate(train + evaluation, fraction_of_peak)})
+    total_flops = sum(r["total_flops"] for r in rows)
+    total = {"runs": len(rows), "epochs": sum(r["epochs"] for r in rows),
+             "train_flops": sum(r["train_flops"] for r in rows),
+             "eval_flops": sum(r["eval_flops"] for r in rows), "total_flops": total_flops,
+             "t4_seconds": t4_estimate(total_flops, fraction_of_peak),
+             "fraction_of_peak": fraction_of_peak}
+    return rows, total
+
+
+def format_flops(flops: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} "
+
+
+def format_seconds(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def print_plan(runs: Iterable[Mapping[str, Any]], *,
+               fraction_of_peak: float = DEFAULT_FRACTION_OF_PEAK,
+               log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
+    """Print the cost of `runs` (per run and in total) before training; return plan_cost's result."""
+    rows, total = plan_cost(runs, fraction_of_peak=fraction_of_peak)
+    width = max([len(r["name"]) for r in rows] + [5])
+    log(f"{'run':<{width}}  {'model':<14} {'epochs':>6} {'train img':>9} {'forward/img':>12} "
+        f"{'total':>12}  {'T4 estimate':>11}")
+    for r in rows:
+        model = f"{r['model']} @{r['input_size']}"
+        log(f"{r['name']:<{width}}  {model:<14} {r['epochs']:>6} {r['train_images']:>9,} "
+            f"{format_flops(r['forward_flops_per_image']) + 'FLOP':>12} "
+            f"{format_flops(r['total_flops']) + 'FLOP':>12}  {format_seconds(r['t4_seconds']):>11}")
+    log(f"{'total':<{width}}  {total['runs']} runs, {total['epochs']} epochs: "
+        f"{format_flops(total['total_flops'])}FLOP, estimated {format_seconds(total['t4_seconds'])} "
+        f"on a T4")
+    log(f"Estimate, not a measurement: training = {TRAIN_FORWARD_MULTIPLE}x forward FLOPs per "
+        f"image, evaluation = forward on the test images every epoch, T4 at "
+        f"{fraction_of_peak:.0%} of its {T4_PEAK_FLOPS / 1e12:.0f} TFLOPS float16 peak.")
+    return rows, total
