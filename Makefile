@@ -38,7 +38,7 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)  ## Create or refresh the virtual environment
 
-test: $(STAMP)  ## Run the test suite on the CPU (about 15 minutes)
+test: $(STAMP)  ## Run the test suite on the CPU (about 10 minutes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 smoke: $(STAMP)  ## Every notebook end to end on tiny data, CPU, a few minutes

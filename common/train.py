@@ -614,9 +614,12 @@ def plan(runs: Iterable[Mapping[str, Any]], *, runs_dir: str | os.PathLike | Non
 
     Each run is a mapping with "name", "epochs", "train_images" and optionally
     "test_images" (evaluated every epoch). With `runs_dir`, runs already finished
-    there are marked and left out of the remaining count. Returns the totals.
+    there are marked and left out of the remaining count. When every run also
+    names its "model" (a common.models name) and "input_size", the compute is
+    printed too: FLOPs per run and an estimated T4 time (common.costs, the same
+    plan `make bench` prints). Returns the totals.
     """
-    rows = []
+    runs, rows = list(runs), []
     for run in runs:
         missing = [k for k in ("name", "epochs", "train_images") if k not in run]
         if missing:
@@ -637,4 +640,10 @@ def plan(runs: Iterable[Mapping[str, Any]], *, runs_dir: str | os.PathLike | Non
               "remaining_images": sum(r[6] for r in rows)}
     log(f"total: {totals['runs']} runs, {totals['epochs']} epochs, {totals['images']:,} images; "
         f"still to train: {totals['remaining_epochs']} epochs, {totals['remaining_images']:,} images")
+    if runs and all("model" in r and "input_size" in r for r in runs):
+        from common.costs import print_plan
+
+        log("")
+        _, cost = print_plan([{"source": "common", "test_images": 0, **r} for r in runs], log=log)
+        totals["flops"], totals["t4_seconds_estimate"] = cost["total_flops"], cost["t4_seconds"]
     return totals

@@ -684,6 +684,18 @@ def test_plan_counts_images_and_reads_run_status(tmp_path):
         plan([{"name": "x", "epochs": 1}], log=quiet)
 
 
+def test_plan_adds_the_compute_estimate_when_models_are_named():
+    from common.costs import model_flops, t4_estimate
+
+    lines = []
+    totals = plan((r for r in [{"name": "a", "model": "alexnet", "input_size": 32, "epochs": 2,
+                                "train_images": 100, "test_images": 10}]), log=lines.append)
+    forward = model_flops("common", "alexnet", 32)
+    assert totals["flops"] == forward * (3 * 100 * 2 + 10 * 2)
+    assert totals["t4_seconds_estimate"] == pytest.approx(t4_estimate(totals["flops"]))
+    assert any("estimated" in line and "T4" in line for line in lines)
+
+
 def test_force_removes_only_the_runs_own_files(tmp_path):
     train, test = make_batches()
     fit(tiny_model(), train, test, run_dir=tmp_path / "r", **{**FIT, "epochs": 1})
