@@ -52,7 +52,7 @@ __all__ = ["TRANSFER_MODELS", "WeightsNotFoundError", "WeightsUnreadableError",
            "imagenet_weights", "normalisation", "min_image_size", "check_image_size",
            "display_name", "checkpoints_dir", "weights_file", "weights_source", "file_hash_matches",
            "fabricate_weights", "layer_groups", "freeze_strategies", "apply_freeze",
-           "parameter_counts", "param_groups", "forward_flops", "resolve_weights",
+           "parameter_counts", "param_groups", "resolve_weights",
            "subset_digest", "train_transfer", "choose_lr", "plot_accuracy_vs_fraction",
            "plot_run_costs", "plot_accuracy_vs_time", "run_name", "describe_freeze",
            "final_accuracy", "mean_epoch_seconds", "caveats", "observe_fractions",
@@ -431,21 +431,6 @@ def param_groups(model: nn.Module, lr: float, decay: float = 1.0) -> list[dict]:
         if params:
             out.append({"params": params, "lr": lr * decay ** depth, "name": group})
     return out[::-1]
-
-
-def forward_flops(model: nn.Module, image_size: int, channels: int = 3) -> int:
-    """FLOPs of one forward pass of one image (torch's FlopCounterMode: a
-    multiply-add counts as 2). A training step costs about three times this."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, channels, image_size, image_size, device=device))
-    model.train(was_training)
-    return int(counter.get_total_flops())
 
 
 # --- Q3 runs ---------------------------------------------------------------------------
