@@ -34,12 +34,17 @@ def bundle_kernel() -> str | None:
 
 def need_data(path: Path, what: str) -> None:
     """Skip when `path` is missing, but fail under CI=true."""
-    if path.exists():
+    need(path.exists(), f"{what} not found at {path}")
+
+
+def need(present, missing_message: str) -> None:
+    """Skip when a prerequisite (data, a system tool) is missing, but fail under
+    CI=true: CI must never go green by skipping the tests that matter."""
+    if present:
         return
-    msg = f"{what} not found at {path}"
     if IN_CI:
-        pytest.fail(msg + " (CI=true: real-data tests must run, not skip)")
-    pytest.skip(msg)
+        pytest.fail(missing_message + " (CI=true: these tests must run, not skip)")
+    pytest.skip(missing_message)
 
 
 @pytest.fixture(scope="session")

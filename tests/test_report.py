@@ -16,18 +16,12 @@ import nbformat
 import pytest
 
 from common import report
-from conftest import IN_CI
+from conftest import need
 from fake_bundle import FIGURE_SIZE_PX, LONG_CODE, LONG_OUTPUT, executed_notebook
 
 
 def need_tool(found, what: str) -> None:
-    """Skip without the tool, but fail under CI=true (as conftest's need_data)."""
-    if found:
-        return
-    msg = f"{what} is not installed"
-    if IN_CI:
-        pytest.fail(msg + " (CI=true: the report tests must run, not skip)")
-    pytest.skip(msg)
+    need(found, f"{what} is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
 from common import report, submit
-from conftest import IN_CI, ROOT
+from conftest import ROOT, need
 from fake_bundle import FIGURES, QUESTIONS, executed_notebook, make_bundle, write_results
 
 STUDENT = "21123456D"
@@ -310,10 +310,7 @@ def test_readme_gives_the_commands_first_and_documents_the_rest():
 # --- the real thing: PDFs rendered by Chromium while packing -----------------------------
 
 def test_zip_renders_missing_pdfs_with_chromium(tmp_path):
-    if report.find_browser() is None:
-        if IN_CI:
-            pytest.fail("Chromium is not installed (CI=true: this test must run)")
-        pytest.skip("Chromium is not installed")
+    need(report.find_browser(), "Chromium is not installed (apt-get install chromium)")
     root = make_bundle(tmp_path / "bundle")
     for name in ("Q1.pdf", "Q1_report.pdf"):
         (root / "build" / "Q1" / name).unlink()
