@@ -196,6 +196,17 @@ def train(params: dict, x_train, y_train, x_val, y_val, *, activation: str = "re
                       lr, momentum, seed, log)
 
 
+def _stop(history: dict, params: dict, last_good: dict, losses: list, log, reason: str) -> dict:
+    """End a diverged run: record why, keep the last finished epoch's weights (so a
+    comparison of several settings carries on, like common.train.fit)."""
+    history["stopped"] = reason
+    params.update(last_good)
+    history["iter_loss"] += losses
+    if log:
+        log("STOPPED: " + reason)
+    return history
+
+
 def _train(params, x_train, y_train, x_val, y_val, activation, epochs, batch_size, lr,
            momentum, seed, log) -> dict:
     history = {"iter_loss": [], "train_loss": [], "val_loss": [], "val_acc": [], "seconds": [],
@@ -212,28 +223,18 @@ def _train(params, x_train, y_train, x_val, y_val, activation, epochs, batch_siz
             with np.errstate(over="ignore", invalid="ignore"):
                 loss, grads = mlp_loss(params, x_train[idx], y_train[idx], activation)
             if not np.isfinite(loss):
-                # Diverged: record why and keep the weights of the last finished epoch,
-                # so a comparison of several settings carries on (like common.train.fit).
-                history["stopped"] = (f"non-finite loss at epoch {epoch + 1}, iteration "
-                                      f"{len(history['iter_loss']) + len(losses) + 1}: the learning "
-                                      f"rate {lr:g} (momentum {momentum:g}) is too large here")
-                params.update(last_good)
-                history["iter_loss"] += losses
-                if log:
-                    log("STOPPED: " + history["stopped"])
-                return history
+                return _stop(history, params, last_good, losses, log,
+                             f"non-finite loss at epoch {epoch + 1}, iteration "
+                             f"{len(history['iter_loss']) + len(losses) + 1}: the learning "
+                             f"rate {lr:g} (momentum {momentum:g}) is too large here")
             sgd_momentum_step(params, grads, velocity, lr, momentum)
             losses.append(loss)
         with np.errstate(over="ignore", invalid="ignore"):
             val = evaluate(params, x_val, y_val, activation)
         if not np.isfinite(val["loss"]):
-            history["stopped"] = (f"non-finite validation loss after epoch {epoch + 1}: the learning "
-                                  f"rate {lr:g} (momentum {momentum:g}) is too large here")
-            params.update(last_good)
-            history["iter_loss"] += losses
-            if log:
-                log("STOPPED: " + history["stopped"])
-            return history
+            return _stop(history, params, last_good, losses, log,
+                         f"non-finite validation loss after epoch {epoch + 1}: the learning "
+                         f"rate {lr:g} (momentum {momentum:g}) is too large here")
         history["iter_loss"] += losses
         history["train_loss"].append(float(np.mean(losses)))
         history["val_loss"].append(val["loss"])
