@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_cifar(data_dir: str):
     from common.data import DatasetNotFoundError, load_dataset
-    from common.runtime import resolve_path
+    from common.config import resolve_path
 
     try:
         return load_dataset("cifar10", resolve_path(data_dir), download=True)
@@ -292,7 +292,8 @@ def main(argv=None) -> int:
               f"-> {env['load_average_1min_at_end']}:\n")
         print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from common.runtime import environment_info, write_json
+    from common.config import environment_info
+    from common.files import write_json
 
     write_json(args.out, {"quick": args.quick, "environment": {**environment_info(), **env},
                           "sizes": sizes, "rows": rows, "details": details, "cost_plan": plan})

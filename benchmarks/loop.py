@@ -92,7 +92,7 @@ def compare_fit_overhead(train_images, train_labels, eval_images, eval_labels, *
     training run whose result can be used (benchmarks/quality.py)."""
     from common.data import DeviceBatches
     from common.models import build_model
-    from common.runtime import seed_everything
+    from common.config import seed_everything
     from common.train import fit
 
     repeats = epochs - 1 if repeats is None else repeats

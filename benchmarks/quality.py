@@ -50,7 +50,7 @@ def compare_recipes(ds, *, recipes: Mapping[str, Mapping[str, Any]] = RECIPES,
     and the wall time of its run."""
     from common.data import DeviceBatches
     from common.models import build_model
-    from common.runtime import seed_everything
+    from common.config import seed_everything
     from common.train import evaluate, fit
 
     idx = split(ds, train_images=train_images, val_images=val_images, test_images=test_images,

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .runtime import ConfigError
+from .config import ConfigError
 
 __all__ = [
     "linear_forward", "linear_backward", "relu_forward", "relu_backward",

@@ -18,7 +18,7 @@ def find_bundle():
     for base in (COLAB, MY_DRIVE):
         if base.is_dir():
             places += [base, *sorted(p for p in base.glob("*") if p.is_dir())]
-    return next((p for p in places if (p / "common" / "runtime.py").is_file()), None)
+    return next((p for p in places if (p / "common" / "config.py").is_file()), None)
 
 
 IN_COLAB = "google.colab" in sys.modules

@@ -425,7 +425,7 @@ def train_or_load(combo: dict, data: dict, *, runs_dir: str | Path, epochs: int,
     partial = run_dir / "params.partial.npz"
     np.savez(partial, **params)
     partial.replace(weights)
-    from .runtime import write_json
+    from .files import write_json
     write_json(meta, {"settings": settings, "history": history})
     return {"combo": combo, "history": history, "params": params, "reused": False,
             "run_dir": str(run_dir)}

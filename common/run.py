@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from .runtime import ROOT
+from .config import ROOT
 
 BUILD = ROOT / "build"
 RUNS = ROOT / "runs"

@@ -42,7 +42,7 @@ def train_run(name: str, make_model: Callable[[], Any], train_batches, val_batch
     batches each epoch; a finished run is reused (weights loaded, nothing trained).
     With tb_dir, the history is also written as TensorBoard events in tb_dir/name.
     Returns (model, history)."""
-    from .runtime import seed_everything
+    from .config import seed_everything
     from .train import fit
 
     seed_everything(seed)

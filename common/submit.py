@@ -12,7 +12,7 @@ when it carries outputs, with `Qn/results/` (a notebook run by hand in Jupyter
 or Colab and saved in place).
 
 The contract with each notebook, read from `results_dir/summary.json`
-(written by `common.runtime.write_summary`):
+(written by `common.config.write_summary`):
 
 - `smoke` is false: smoke runs are refused unless `allow_smoke` is set.
 - `results["parts"]` lists the sub-questions the notebook completed; every part
@@ -32,7 +32,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runtime import ROOT
+from .config import ROOT
 
 QUESTIONS = ("Q1", "Q2", "Q3")
 # The assignment's sub-questions, and those whose answers include figures

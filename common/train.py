@@ -47,8 +47,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.models import count_parameters
-from common.runtime import (ConfigError, to_jsonable, check, check_positive_int, environment_info,
-                            write_json)
+from common.config import ConfigError, check, check_positive_int, environment_info
+from common.files import to_jsonable, write_json
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "SCHEDULE_OPTIONS", "HISTORY_KEYS", "CheckpointError",
            "ConfigMismatchError", "make_optimizer", "make_scheduler", "schedule_settings",

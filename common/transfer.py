@@ -480,7 +480,7 @@ def train_transfer(name: str, *, pretrained: bool, freeze: str, train_batches, e
     images. Everything that defines the run goes into fit's `config`: a run
     directory never mixes two settings.
     """
-    from .runtime import seed_everything
+    from .config import seed_everything
     from .train import fit
 
     check_image_size(name, train_batches.image_size or train_batches.images.shape[-1])

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from common.runtime import ROOT
+from common.config import ROOT
 from conftest import TEST_DATA, bundle_kernel
 
 

@@ -89,7 +89,7 @@ def executed_notebook(question: str, *, epochs: int = 40) -> nbformat.NotebookNo
 def write_results(results_dir: Path, question: str, *, smoke: bool = False,
                   parts=None, figures=None) -> Path:
     """Figures on disk and a summary.json from the real `write_summary`."""
-    from common.runtime import write_summary
+    from common.config import write_summary
 
     figures = FIGURES[question] if figures is None else figures
     for names in figures.values():

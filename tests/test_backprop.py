@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from common import backprop as bp
-from common.runtime import ConfigError
+from common.config import ConfigError
 
 TOL = bp.FD_TOLERANCE
 

@@ -8,7 +8,7 @@ import subprocess
 import nbformat
 import pytest
 
-from common.runtime import ROOT
+from common.config import ROOT
 
 BOOTSTRAP = (ROOT / "common" / "bootstrap_cell.py").read_text()
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from common import latex
 from common.backprop import rel_error
 from common.latex import FormulaError, check_formula, eq, fmt, formulas_in, matrix, parse_number
-from common.runtime import ROOT
+from common.config import ROOT
 from conftest import assert_submittable, bundle_kernel
 
 NOTEBOOK = ROOT / "Q1" / "Q1.ipynb"

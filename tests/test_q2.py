@@ -21,7 +21,7 @@ import torch
 from common.data import DeviceBatches, stratified_indices, train_val_split
 from common.models import build_model, count_parameters
 from common.observations import pct
-from common.runtime import ROOT
+from common.config import ROOT
 from common.submit import PNG_MAGIC
 from common.train import evaluate
 from conftest import assert_submittable, bundle_tmpdir, run_smoke_profile, shown_text

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from common.runtime import ROOT
+from common.config import ROOT
 from conftest import assert_submittable, bundle_tmpdir, run_smoke_profile, shown_text
 
 NOTEBOOK = ROOT / "Q3" / "Q3.ipynb"

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from common import run
-from common.runtime import ROOT
+from common.config import ROOT
 from conftest import bundle_kernel, bundle_tmpdir
 
 BOOTSTRAP = (ROOT / "common" / "bootstrap_cell.py").read_text()
@@ -32,7 +32,7 @@ def make_notebook(path: Path, body: str) -> Path:
 
 
 GOOD = """import time
-from common.runtime import make_config, write_summary
+from common.config import make_config, write_summary
 config = make_config(dict(results_dir=results_dir, smoke=smoke, scale=scale), notebook="Mini")
 write_summary(config, {"answer": 42 * scale}, started=time.time())
 """

@@ -87,7 +87,7 @@ def test_zip_layout_read_back(bundle):
             built = nbformat.read(bundle / "build" / q / f"{q}.ipynb", as_version=4)
             assert packed == built
             assert any(c.get("outputs") for c in packed.cells)
-        assert "common/submit.py" in names and "common/runtime.py" in names
+        assert "common/submit.py" in names and "common/config.py" in names
         assert zf.read("readme.txt") == (bundle / "readme.txt").read_bytes()
 
 

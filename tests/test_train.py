@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from common import train as train_module
 from common.data import DeviceBatches
-from common.runtime import ConfigError
+from common.config import ConfigError
 from common.train import (HISTORY_KEYS, OPTIMIZERS, SCHEDULES, CheckpointError,
                           ConfigMismatchError, autocast_dtype, evaluate, fit, load_history,
                           make_optimizer, make_scheduler, plan, run_status)

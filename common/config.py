@@ -1,5 +1,5 @@
-"""Notebook plumbing shared by every notebook: paths, device, seeding, the
-config dict and `results_dir/summary.json`.
+"""Parameters -> one validated config: paths, device, seeding, checks, and
+`results_dir/summary.json`.
 
 A notebook's flow is: parameters cell -> `make_config(...)` (validated, printed)
 -> work -> `write_summary(...)`. Relative paths in the parameters are resolved
@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from .files import write_json
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding common/
 
@@ -130,35 +132,6 @@ def environment_info() -> dict:
     except ImportError:
         info["torchvision"] = None
     return info
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert tensors, arrays, paths and numpy scalars; NaN/inf become strings so
-    the file stays strict JSON."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    if isinstance(obj, os.PathLike):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # torch.Tensor, np.ndarray, numpy scalars
-        return to_jsonable(obj.tolist())
-    return str(obj)
-
-
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON atomically (temp file, then os.replace): a crash never leaves
-    half a file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def write_summary(config: Mapping[str, Any], results: Mapping[str, Any], *,

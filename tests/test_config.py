@@ -1,4 +1,4 @@
-"""common.runtime: parameter checks, paths, devices and the summary file."""
+"""common.config: parameter checks, paths, devices and the summary file."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from common import runtime
-from common.runtime import ConfigError
+from common import config as runtime
+from common.config import ConfigError
 
 
 @pytest.mark.parametrize("value", [0, 1.5, -0.1, True, "0.1", None])
