@@ -42,10 +42,10 @@ test: $(STAMP)  ## Run the test suite on the CPU (about 10 minutes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 smoke: $(STAMP)  ## Every notebook end to end on tiny data, CPU, a few minutes
-	$(PY) -m common.run --profile profiles/smoke.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+	$(PY) -m common.tools.run --profile profiles/smoke.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
 
 all: $(STAMP)  ## Every notebook with the full settings (GPU recommended)
-	$(PY) -m common.run --profile profiles/full.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+	$(PY) -m common.tools.run --profile profiles/full.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
 
 clean:  ## Remove executed notebooks and results (build/); keeps runs/ checkpoints and data/
 	rm -rf build
@@ -61,13 +61,13 @@ SMOKE_FLAG  := $(if $(filter 1 yes true,$(ALLOW_SMOKE)),--allow-smoke)
 .PHONY: report check zip
 
 report: $(STAMP)  ## PDFs of the executed notebooks: build/Qn/Qn.pdf, Qn_report.pdf
-	$(PY) -m common.submit report
+	$(PY) -m common.tools.submit report
 
 check: $(STAMP)  ## Is the bundle ready to submit? Lists what is missing
-	$(PY) -m common.submit check $(SMOKE_FLAG)
+	$(PY) -m common.tools.submit check $(SMOKE_FLAG)
 
 zip: $(STAMP)  ## Check, make the PDFs, write <ID>.zip here (ID=21123456D)
-	$(PY) -m common.submit zip --id "$(ID)" $(SMOKE_FLAG) $(ZIP_ARGS)
+	$(PY) -m common.tools.submit zip --id "$(ID)" $(SMOKE_FLAG) $(ZIP_ARGS)
 
 # --- Benchmarks: measured, on demand, never part of `make test` -------------------
 # BENCH_ARGS passes options to benchmarks/bench.py, e.g. BENCH_ARGS=--quick.

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the bundle importable
 from benchmarks.timing import cpu_description  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("q2", "q3", "fit", "quality", "smoke", "costs")
+SECTIONS = ("q2", "q3", "fit", "quality", "smoke")
 NOTEBOOKS = ("Q1/Q1.ipynb", "Q2/Q2.ipynb", "Q3/Q3.ipynb")  # smoke is measured once these exist
 THREADS = 2
 
@@ -46,8 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/bench.py",
         description="Measure the input pipelines, fit's overhead, quality at a fixed budget "
-                    "and `make smoke` against the standard alternatives; print the FLOP cost "
-                    "plan. Writes the figures to --out.",
+                    "and `make smoke` against the standard alternatives. Writes the figures "
+                    "to --out.",
         epilog="--data-dir is an ordinary data_dir (make bench DATA_DIR=...): CIFAR-10 is "
                "found or downloaded there as the notebooks do. Offline, unpack the JPEG copy "
                "first: mkdir -p data && tar xJf ../shared/data/cifar10-jpeg.tar.xz -C data")
@@ -170,9 +170,9 @@ def smoke_command(data_dir: str, scratch: Path) -> list[str]:
     finished runs (which would make it look fast) nor overwrites build/."""
     out = subprocess.run(["make", "--no-print-directory", "-n", "smoke", f"DATA_DIR={data_dir}"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    lines = [line for line in out.splitlines() if "common.run" in line]
+    lines = [line for line in out.splitlines() if "common.tools.run" in line]
     if len(lines) != 1:
-        raise RuntimeError(f"expected one common.run command from `make -n smoke`, got: {out!r}")
+        raise RuntimeError(f"expected one common.tools.run command from `make -n smoke`, got: {out!r}")
     return shlex.split(lines[0]) + ["--build-dir", str(scratch / "build"),
                                     "--runs-dir", str(scratch / "runs")]
 
@@ -274,14 +274,6 @@ def main(argv=None) -> int:
             print(f"[{name}] {r['ours']} vs {r['standard']} ({r['ratio']}) in "
                   f"{detail['section_seconds']:.0f} s", flush=True)
 
-    plan = None
-    if "costs" in sections:
-        from common.costs import PLAN, print_plan
-
-        print("\nCost plan of the full runs (FLOPs counted by torch's FlopCounterMode):")
-        plan_rows, plan_total = print_plan(PLAN)
-        plan = {"rows": plan_rows, "total": plan_total}
-
     env["load_average_1min_at_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     env["wall_seconds"] = time.perf_counter() - started
     if rows:
@@ -296,7 +288,7 @@ def main(argv=None) -> int:
     from common.files import write_json
 
     write_json(args.out, {"quick": args.quick, "environment": {**environment_info(), **env},
-                          "sizes": sizes, "rows": rows, "details": details, "cost_plan": plan})
+                          "sizes": sizes, "rows": rows, "details": details})
     print(f"\nwrote {args.out} ({env['wall_seconds'] / 60:.1f} min in all)")
     return 0
 

@@ -90,7 +90,7 @@ def compare_fit_overhead(train_images, train_labels, eval_images, eval_labels, *
 
     Returns (figures, the model fit trained, fit's history): the run doubles as a
     training run whose result can be used (benchmarks/quality.py)."""
-    from common.data import DeviceBatches
+    from common.batches import DeviceBatches
     from common.models import build_model
     from common.config import seed_everything
     from common.train import fit

@@ -81,7 +81,7 @@ class OurPipeline:
 
     def __init__(self, images, labels, *, batch_size: int, mean, std,
                  image_size: int | None = None, channels_last: bool = False, seed: int = 0):
-        from common.data import DeviceBatches
+        from common.batches import DeviceBatches
 
         self.batches = DeviceBatches(images, labels, batch_size=batch_size, device="cpu",
                                      train=True, mean=mean, std=std, image_size=image_size,

@@ -48,7 +48,7 @@ def compare_recipes(ds, *, recipes: Mapping[str, Mapping[str, Any]] = RECIPES,
 
     Returns each recipe's test accuracy, its difference from the first recipe's
     and the wall time of its run."""
-    from common.data import DeviceBatches
+    from common.batches import DeviceBatches
     from common.models import build_model
     from common.config import seed_everything
     from common.train import evaluate, fit
@@ -83,7 +83,7 @@ def compare_recipes(ds, *, recipes: Mapping[str, Mapping[str, Any]] = RECIPES,
         result = evaluate(model, test, "cpu")
         results[name] = {"recipe": dict(recipe), "test_accuracy": result["accuracy"],
                          "test_loss": result["loss"], "test_images": result["num_samples"],
-                         "val_accuracy": history["test_accuracy"][-1] if history["epoch"] else None,
+                         "val_accuracy": history["eval_accuracy"][-1] if history["epoch"] else None,
                          "epochs_trained": len(history["epoch"]), "stopped": history["stopped"],
                          "seconds": seconds}
     first = next(iter(results))

@@ -1,17 +1,29 @@
-"""Shared machinery for the COMP5541 notebooks and the extras.
+"""The package every notebook imports: the core, in data-flow order.
 
 Importing the package has no side effects: nothing is downloaded, no device is
 probed and no global state changes until a function is called.
 
-Modules:
-    runtime   notebook plumbing: paths, device, seeding, config, summary.json
-    data      datasets -> uint8 tensors -> stratified subsets -> device batches
-    models    a registry of networks by name (CIFAR-sized nets, LeNet-5, MLP)
-    train     fit / evaluate: resumable runs, optimisers and schedules by name
-    plots     figures drawn from saved histories
-    backprop  NumPy layers as forward/backward pairs, gradient checks (Q1)
-    latex     matrices and equations rendered from computed values (Q1)
-    run       the papermill runner behind `make smoke` / `make all`
-    report, submit, colab   PDFs, `make check` / `make zip`, the Colab first cell
-    theory, numpy_mlp, extras_models, selection, tb   the extras/ notebooks
+Data flows one way, and so do the imports: parameters -> config -> data -> model
+-> fit -> history on disk -> figures, tables and text.
+
+    files          atomic writes, JSON, the settings digest that names a run
+    config         parameters -> one validated config (paths, device, seed), summary.json
+    data           datasets -> uint8 tensors -> class-stratified subsets (data_sources: readers)
+    batches        uint8 tensors -> augmented, normalised batches on the device
+    models         name -> network: the CIFAR nets of Q2 (and LeNet-5, an MLP for the extras)
+    transfer       Q3: torchvision ImageNet nets, head replacement, layer groups, freezing
+    weights        Q3: the ImageNet weights files (found, checked, fabricated for smoke runs)
+    optim          optimisers and learning-rate schedules by name
+    train          train_one_epoch, evaluate (first in the file), fit
+    checkpoints    RunDir: one run's folder, atomic checkpoints, resume and reuse
+    experiments    train-or-reuse, choose on validation (one rule), run identity, test once
+    recipes        Q2's runs, described from the notebook's parameters
+    transfer_runs  Q3's runs: subsets, learning-rate trials, pretrained and scratch
+    plan           the training ahead and its cost, printed before it starts
+    plots          figures from saved histories and predictions
+    observations   text from saved histories (observations_q2, observations_q3: per question)
+    show           the graded code shown in the notebooks: source listings, layer tables
+    backprop, gradcheck, two_layer, latex   Q1: NumPy layers, gradient checks, derivations
+    tools/         what makes and ships the bundle: runner, PDF report, check and zip, Colab
+    extras/        helpers only the related-task notebooks use
 """

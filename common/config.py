@@ -8,8 +8,6 @@ directory, from papermill and from Colab.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import random

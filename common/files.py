@@ -18,10 +18,11 @@ __all__ = ["atomic_write", "write_json", "read_json", "to_jsonable", "settings_d
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], Any], *,
-                 sync: bool = False) -> Path:
+                 sync: bool = False, keep_previous: str | os.PathLike | None = None) -> Path:
     """Write `data` (bytes, or a function that writes to a binary file) to `path`
     atomically. `sync=True` also flushes it to the disk before the rename, for
-    files whose loss would cost training time (checkpoints)."""
+    files whose loss would cost training time (checkpoints). `keep_previous`: move
+    the file being replaced there first (only once the new one is complete)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -33,6 +34,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], An
         if sync:
             f.flush()
             os.fsync(f.fileno())
+    if keep_previous is not None and path.exists():
+        os.replace(path, keep_previous)
     os.replace(tmp, path)
     return path
 

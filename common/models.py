@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from . import transfer  # Q3's torchvision models, registered below; transfer imports no models
+
 __all__ = ["MODEL_NAMES", "build_model", "count_parameters", "list_models", "register",
            "AlexNet", "VGG", "VGG_CFGS", "ResNet", "BasicBlock", "LeNet5", "MLP"]
 
@@ -62,7 +64,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-# --- AlexNet --------------------------------------------------------------------
+# --- Q2(b): AlexNet ---------------------------------------------------------------
+
+# The five conv layers: (output channels, stride, max-pool after it).
+ALEXNET_CONVS = ((64, 2, True), (192, 1, True), (384, 1, False), (256, 1, False), (256, 1, True))
+
 
 class AlexNet(nn.Module):
     """AlexNet scaled down for 32x32 CIFAR images: 5 conv layers, 3 fully connected.
@@ -71,37 +77,40 @@ class AlexNet(nn.Module):
     assignment's start-up code is not available to us, so this is our baseline.
     Shapes for a 3x32x32 input:
 
-        conv1  3x3, 64,  stride 2, pad 1 -> 64x16x16, ReLU, maxpool 2 -> 64x8x8
-        conv2  3x3, 192, pad 1           -> 192x8x8,  ReLU, maxpool 2 -> 192x4x4
-        conv3  3x3, 384, pad 1           -> 384x4x4,  ReLU
-        conv4  3x3, 256, pad 1           -> 256x4x4,  ReLU
-        conv5  3x3, 256, pad 1           -> 256x4x4,  ReLU, maxpool 2 -> 256x2x2
+        conv1  3x3, 64,  stride 2, pad 1 -> 64x16x16, BN, ReLU, maxpool 2 -> 64x8x8
+        conv2  3x3, 192, pad 1           -> 192x8x8,  BN, ReLU, maxpool 2 -> 192x4x4
+        conv3  3x3, 384, pad 1           -> 384x4x4,  BN, ReLU
+        conv4  3x3, 256, pad 1           -> 256x4x4,  BN, ReLU
+        conv5  3x3, 256, pad 1           -> 256x4x4,  BN, ReLU, maxpool 2 -> 256x2x2
         adaptive average pool to 2x2 (the identity at 32x32; lets other sizes through)
         flatten 1024 -> dropout 0.5 -> fc 4096, ReLU -> dropout 0.5 -> fc 4096, ReLU
         -> fc num_classes
 
     The original's 11x11/5x5 kernels and 224x224 input become 3x3 kernels here, and
-    there is no local response normalisation and no batch normalisation, as in the
-    original. About 23.3M parameters, 90% of them in the first two fc layers.
+    local response normalisation becomes batch normalisation after every conv
+    (`batch_norm=True`, the default). Without it, PyTorch's default initialisation
+    roughly halves the signal at every layer, the input-dependent part of the
+    logits starts near zero, and SGD, RMSProp and Adam all sit at chance (loss
+    ln 10) for epochs; Q2's notebook measures this at initialisation. BN rescales
+    every layer's output, so every optimiser leaves chance in its first epoch.
+    `batch_norm=False` gives the plain network. About 23.3M parameters, 90% of
+    them in the first two fc layers.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.5):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.5,
+                 batch_norm: bool = True):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, kernel_size=3, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2),
-            nn.Conv2d(64, 192, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2),
-        )
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for width, stride, pool in ALEXNET_CONVS:
+            # A conv followed by BN needs no bias: BN's shift replaces it.
+            layers.append(nn.Conv2d(channels, width, kernel_size=3, stride=stride, padding=1,
+                                    bias=not batch_norm))
+            layers += [nn.BatchNorm2d(width)] if batch_norm else []
+            layers.append(nn.ReLU(inplace=True))
+            layers += [nn.MaxPool2d(kernel_size=2)] if pool else []
+            channels = width
+        self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d((2, 2))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
@@ -118,11 +127,12 @@ class AlexNet(nn.Module):
 
 
 @register("alexnet")
-def _alexnet(num_classes: int, in_channels: int, dropout: float = 0.5) -> nn.Module:
-    return AlexNet(num_classes, in_channels, dropout=dropout)
+def _alexnet(num_classes: int, in_channels: int, dropout: float = 0.5,
+             batch_norm: bool = True) -> nn.Module:
+    return AlexNet(num_classes, in_channels, dropout=dropout, batch_norm=batch_norm)
 
 
-# --- VGG --------------------------------------------------------------------------
+# --- Q2(a): VGG ------------------------------------------------------------------
 
 # Numbers are 3x3 conv widths (each conv -> BatchNorm -> ReLU); "M" is a 2x2 max-pool.
 # Five pools take 32x32 down to 1x1, so the classifier is one linear layer on 512
@@ -172,7 +182,7 @@ for _name in VGG_CFGS:
     _register_vgg(_name)
 
 
-# --- ResNet -------------------------------------------------------------------------
+# --- Q2(a): ResNet -----------------------------------------------------------------
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers plus a shortcut; a 1x1 conv-BN shortcut where the
@@ -316,10 +326,8 @@ def _mlp(num_classes: int, in_channels: int, input_size: int = 28,
 # torchvision's ImageNet models for Q3 (common/transfer.py): tv_alexnet, tv_resnet18,
 # tv_vgg16, ... They take 224x224 inputs and `pretrained=`; the tv_ prefix keeps them
 # apart from the CIFAR-sized nets above.
-from . import transfer as _transfer  # noqa: E402  (transfer does not import models)
-
-for _name in _transfer.TRANSFER_MODELS:
-    register(_name)(functools.partial(_transfer.build_transfer_model, _name))
+for _name in transfer.TRANSFER_MODELS:
+    register(_name)(functools.partial(transfer.build_transfer_model, _name))
 
 # Register new models above this line, so the tuple includes them.
 MODEL_NAMES: tuple[str, ...] = tuple(list_models())

@@ -5,12 +5,9 @@
     describe_run("VGG16", history)                    # over/under-fitting, speed, gap
     compare_runs({"VGG16": h1, "ResNet18": h2})       # ranking, speed, stability, gap
     compare_optimisers({"SGD": h1, "RMSProp": h2, "Adam": h3}, baseline="SGD")
-    selection = choose_methods(baseline_history, {"cosine": h, ...}, k=2)   # on validation
-    describe_selection(selection, test_accuracy, descriptions)
-    describe_confusion(cm, class_names)
 
 Histories are what `common.train.fit` returns (accuracies are fractions). Their
-"test_*" columns hold whatever set the run was monitored on; `held_out="val"`
+"eval_*" columns hold the set named by the history's "eval_split"; `held_out="val"`
 names it in the text. Accuracies are written by `pct` (two decimals, "91.23%"),
 differences by `points` ("+1.25 points"), so a test can find a history's numbers
 in the text.
@@ -26,8 +23,7 @@ import numpy as np
 
 __all__ = ["OVERFIT_LOSS_RISE", "LARGE_GAP", "SMALL_GAP", "UNDERFIT_TRAIN_ACCURACY",
            "STILL_IMPROVING", "SPEED_FRACTION", "pct", "points", "run_stats", "describe_run",
-           "compare_runs", "compare_optimisers", "choose_methods", "describe_selection",
-           "describe_confusion", "smoke_notice"]
+           "compare_runs", "compare_optimisers"]
 
 # Overfitting: the held-out loss ends this fraction above its minimum (reached
 # before the last epoch) while the train loss kept falling.
@@ -91,8 +87,8 @@ def run_stats(history: Mapping[str, Any]) -> dict[str, Any]:
     stats: dict[str, Any] = {"epochs": n, "stopped": history.get("stopped") or None}
     if n == 0:
         return stats
-    acc = np.asarray(history["test_accuracy"], dtype=float)
-    loss = np.asarray(history["test_loss"], dtype=float)
+    acc = np.asarray(history["eval_accuracy"], dtype=float)
+    loss = np.asarray(history["eval_loss"], dtype=float)
     train_acc = np.asarray(history["train_accuracy"], dtype=float)
     train_loss = np.asarray(history["train_loss"], dtype=float)
     best = int(np.argmax(acc))
@@ -222,7 +218,7 @@ def compare_runs(runs: Mapping[str, Mapping[str, Any]], *, held_out: str = "test
     else:
         level = [label for label in ranked if ok[label]["final_accuracy"] == ok[top]["final_accuracy"]]
         out.append(f"{_cap(_join(level))} end level.")
-    first = {label: float(runs[label]["test_accuracy"][0]) for label in ok}
+    first = {label: float(runs[label]["eval_accuracy"][0]) for label in ok}
     out.append("After the first epoch: " + ", ".join(f"{label} {pct(first[label])}" for label in ok)
                + ".")
     speed = {label: ok[label]["epochs_to_speed"] for label in ok}
@@ -300,118 +296,3 @@ def compare_optimisers(runs: Mapping[str, Mapping[str, Any]], *, baseline: str,
         out.append(_cap(sentence))
     out.append(compare_runs(runs, held_out=held_out))
     return " ".join(out)
-
-
-# --- choosing methods on validation -----------------------------------------------------------
-
-def choose_methods(baseline: Mapping[str, Any], candidates: Mapping[str, Mapping[str, Any]], *,
-                   k: int = 2) -> dict[str, Any]:
-    """Pick the `k` candidates with the largest gain in final validation accuracy
-    over the baseline. All histories must be monitored on the validation split:
-    nothing here sees the test set.
-
-    A candidate that stopped early is not eligible (its accuracy is from an
-    unfinished run). Returns {"baseline_val_accuracy", "candidates": [{"method",
-    "val_accuracy", "gain", "stopped", "eligible"}], "chosen": [k names at most,
-    largest gain first], "effective": [chosen names whose gain is positive], "k"}.
-    """
-    base = run_stats(baseline)
-    if base["epochs"] == 0 or base["stopped"]:
-        raise ValueError("choose_methods: the baseline run stopped early, so there is nothing to "
-                         f"measure gains against ({base['stopped']}); fix the baseline recipe first")
-    rows = []
-    for method, history in candidates.items():
-        s = run_stats(history)
-        val = s.get("final_accuracy")
-        eligible = not s["stopped"] and val is not None
-        rows.append({"method": method, "val_accuracy": val,
-                     "gain": None if val is None else val - base["final_accuracy"],
-                     "stopped": s["stopped"], "eligible": eligible})
-    ranked = sorted((r for r in rows if r["eligible"]), key=lambda r: -r["gain"])
-    chosen = [r["method"] for r in ranked[:k]]
-    return {"baseline_val_accuracy": base["final_accuracy"], "candidates": rows,
-            "chosen": chosen, "effective": [r["method"] for r in ranked[:k] if r["gain"] > 0],
-            "k": k}
-
-
-def describe_selection(selection: Mapping[str, Any], test_accuracy: Mapping[str, float],
-                       descriptions: Mapping[str, str] | None = None) -> str:
-    """The choice made on validation, then the single test evaluation of the
-    baseline and the chosen methods. `test_accuracy` maps "baseline" and each
-    chosen method to its test accuracy. Says plainly when fewer than k candidates
-    beat the baseline on validation, and when a validation gain does not carry
-    over to the test set."""
-    descriptions = descriptions or {}
-    name = lambda m: descriptions.get(m, m)  # noqa: E731
-    k = selection["k"]
-    out = [f"On the validation split the baseline ends at {pct(selection['baseline_val_accuracy'])}. "
-           "Final validation accuracy of each candidate and its gain over the baseline: "
-           + "; ".join(f"{name(r['method'])} {pct(r['val_accuracy'])} "
-                       + ("(stopped early, not eligible)" if r["stopped"]
-                          else f"({points(r['gain'])})")
-                       for r in selection["candidates"]) + "."]
-    chosen, effective = selection["chosen"], selection["effective"]
-    if chosen:
-        out.append(f"Chosen on validation: {_join([name(m) for m in chosen])}.")
-    if len(effective) < k:
-        if not effective:
-            out.append("No candidate beat the baseline on validation, so none of them can be "
-                       "called an effective improvement here; the chosen ones are reported on "
-                       "the test set for completeness.")
-        else:
-            missing = [m for m in chosen if m not in effective]
-            out.append(f"Only {_join([name(m) for m in effective])} beat the baseline on "
-                       f"validation, not {k} methods as asked"
-                       + (f"; {_join([name(m) for m in missing])} did not and is not called "
-                          "effective." if missing else "; no other candidate was eligible."))
-    base_test = test_accuracy["baseline"]
-    parts = [f"baseline {pct(base_test)}"]
-    for m in chosen:
-        parts.append(f"{name(m)} {pct(test_accuracy[m])} ({points(test_accuracy[m] - base_test)})")
-    out.append("On the test set, evaluated once after the choice: " + ", ".join(parts) + ".")
-    for m in effective:
-        if test_accuracy[m] <= base_test:
-            out.append(f"The validation gain of {name(m)} did not carry over to the test set, so "
-                       "the evidence for it is weak.")
-    confirmed = [m for m in effective if test_accuracy[m] > base_test]
-    if confirmed:
-        out.append(f"{_cap(_join([name(m) for m in confirmed]))} improve{'s' * (len(confirmed) == 1)} "
-                   "on the baseline on both validation and test. With one run per setting, a "
-                   "gain of a few tenths of a point may still be seed noise.")
-    return " ".join(out)
-
-
-# --- errors by class ------------------------------------------------------------------------
-
-def describe_confusion(cm, class_names: Sequence[str]) -> str:
-    """The best and worst classes (accuracy = recall) and the most frequent confusion."""
-    cm = np.asarray(cm, dtype=np.int64)
-    rows = cm.sum(axis=1)
-    if cm.sum() == 0:
-        return "No test predictions to analyse."
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(rows > 0, np.diag(cm) / np.maximum(rows, 1), np.nan)
-    seen = np.flatnonzero(rows > 0)
-    best = int(seen[np.nanargmax(acc[seen])])
-    worst = int(seen[np.nanargmin(acc[seen])])
-    out = [f"Overall accuracy {pct(np.trace(cm) / cm.sum())}. Best class: {class_names[best]} "
-           f"({pct(acc[best])}); worst: {class_names[worst]} ({pct(acc[worst])})."]
-    off = cm.copy()
-    np.fill_diagonal(off, 0)
-    if off.sum():
-        i, j = np.unravel_index(int(np.argmax(off)), off.shape)
-        out.append(f"The most frequent mistake is {class_names[i]} taken for {class_names[j]} "
-                   f"({off[i, j]} images, {pct(off[i, j] / rows[i])} of the {class_names[i]} "
-                   "images).")
-        pair = off + off.T
-        a, b = np.unravel_index(int(np.argmax(np.triu(pair, 1))), pair.shape)
-        if {a, b} != {i, j}:
-            out.append(f"Counting both directions, {class_names[a]} and {class_names[b]} are "
-                       f"confused most often ({pair[a, b]} images).")
-    return " ".join(out)
-
-
-def smoke_notice(train_images: int, eval_images: int, epochs: int) -> str:
-    return (f"**Smoke run**: {train_images} training images, {eval_images} evaluation images, "
-            f"{_epochs(epochs)} per run, on the CPU. It checks that every cell runs; the numbers "
-            "below mean nothing about the methods.")

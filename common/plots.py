@@ -6,8 +6,9 @@
     fig = plot_confusion_matrix(labels, predictions, classes, save_to=...)
     fig = plot_samples(ds.train_images, ds.train_labels, ds.classes, save_to=...)
 
-A run monitored on a validation split instead of the test set passes
-`held_out="val"`, so its curves are labelled for what they are.
+Curves of the held-out set are labelled with the split the history was evaluated
+on (`history["eval_split"]`: "test" or "validation"), so a run monitored on a
+validation split is never shown as a test result.
 
 Every function returns the matplotlib Figure and, given `save_to`, writes it as a
 PNG (150 dpi, tight bounding box). Figures are closed in pyplot before they are
@@ -52,7 +53,7 @@ def _finish(fig: Figure, save_to) -> Figure:
 
 
 def _check_history(history: Mapping[str, Any], who: str) -> None:
-    needed = ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy")
+    needed = ("epoch", "train_loss", "eval_loss", "train_accuracy", "eval_accuracy")
     missing = [k for k in needed if k not in history]
     if missing:
         raise ValueError(f"{who}: history lacks {', '.join(missing)}; pass a dict from "
@@ -75,26 +76,33 @@ def _percent(values: Sequence[float]) -> np.ndarray:
     return 100 * np.asarray(values, dtype=float)
 
 
-def plot_history(history: Mapping[str, Any], *, title: str | None = None, held_out: str = "test",
+def _split(history: Mapping[str, Any], held_out: str | None) -> str:
+    """The label of a history's held-out curves: `held_out` when given, else its split."""
+    return held_out or {"validation": "val"}.get(history.get("eval_split", "test"),
+                                                 history.get("eval_split", "test"))
+
+
+def plot_history(history: Mapping[str, Any], *, title: str | None = None, held_out: str | None = None,
                  save_to: str | os.PathLike | None = None) -> Figure:
     """Loss (train and test) and accuracy (train and test, in %) against epoch.
 
-    `held_out` names the set in the history's test_* columns ("val" for a run
-    monitored on a validation split). A run that stopped early (a non-finite loss)
+    `held_out` overrides the label of the eval_* curves (by default the history's
+    eval_split, "val" for the validation split). A run that stopped early (a non-finite loss)
     says why in red under the panels, and shows only the epochs it completed."""
     _check_history(history, "plot_history")
+    held_out = _split(history, held_out)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     epochs = history["epoch"]
     ax_loss.plot(epochs, history["train_loss"], "o-", ms=3, label="train")
-    ax_loss.plot(epochs, history["test_loss"], "s-", ms=3, label=held_out)
+    ax_loss.plot(epochs, history["eval_loss"], "s-", ms=3, label=held_out)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(epochs, _percent(history["train_accuracy"]), "o-", ms=3, label="train")
-    ax_acc.plot(epochs, _percent(history["test_accuracy"]), "s-", ms=3, label=held_out)
+    ax_acc.plot(epochs, _percent(history["eval_accuracy"]), "s-", ms=3, label=held_out)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if epochs:
-        best = int(np.argmax(history["test_accuracy"]))
-        ax_acc.annotate(f"best {held_out} {100 * history['test_accuracy'][best]:.1f}%",
-                        (epochs[best], 100 * history["test_accuracy"][best]),
+        best = int(np.argmax(history["eval_accuracy"]))
+        ax_acc.annotate(f"best {held_out} {100 * history['eval_accuracy'][best]:.1f}%",
+                        (epochs[best], 100 * history["eval_accuracy"][best]),
                         textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
     _style_epoch_axes(ax_loss, ax_acc)
     for ax in (ax_loss, ax_acc):
@@ -111,12 +119,12 @@ def plot_history(history: Mapping[str, Any], *, title: str | None = None, held_o
 
 
 def plot_comparison(histories: Mapping[str, Mapping[str, Any]], *, title: str | None = None,
-                    show_train: bool = True, held_out: str = "test",
+                    show_train: bool = True, held_out: str | None = None,
                     save_to: str | os.PathLike | None = None) -> Figure:
-    """Several runs on one loss panel and one accuracy panel: test curves solid,
+    """Several runs on one loss panel and one accuracy panel: held-out curves solid,
     train curves dashed in the same colour. `histories` maps a label to a history;
     runs that stopped early are marked "(stopped)" in the legend. `held_out` names
-    the set in the test_* columns, as in plot_history."""
+    the set in the eval_* columns, as in plot_history."""
     if not histories:
         raise ValueError("plot_comparison: histories is empty; pass {label: history, ...}")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
@@ -125,10 +133,11 @@ def plot_comparison(histories: Mapping[str, Mapping[str, Any]], *, title: str | 
         _check_history(history, f"plot_comparison[{label!r}]")
         colour = colours(i % 10)
         name = label + (" (stopped)" if history.get("stopped") else "")
+        split = _split(history, held_out)
         epochs = history["epoch"]
-        ax_loss.plot(epochs, history["test_loss"], "-", color=colour, label=f"{name} {held_out}")
-        ax_acc.plot(epochs, _percent(history["test_accuracy"]), "-", color=colour,
-                    label=f"{name} {held_out}")
+        ax_loss.plot(epochs, history["eval_loss"], "-", color=colour, label=f"{name} {split}")
+        ax_acc.plot(epochs, _percent(history["eval_accuracy"]), "-", color=colour,
+                    label=f"{name} {split}")
         if show_train:
             ax_loss.plot(epochs, history["train_loss"], "--", color=colour, label=f"{name} train")
             ax_acc.plot(epochs, _percent(history["train_accuracy"]), "--", color=colour,

@@ -90,7 +90,7 @@ def run_smoke_profile(notebook: Path, tmp: Path, data_dir: Path, build: str = "b
 
     import nbformat
 
-    from common import run
+    from common.tools import run
 
     args = ["--profile", str(ROOT / "profiles" / "smoke.yaml"), "--data-dir", str(data_dir),
             "--build-dir", str(tmp / build), "--runs-dir", str(tmp / "runs"), str(notebook)]
@@ -116,7 +116,7 @@ def shown_text(nb) -> str:
 
 def assert_submittable(question: str, notebook: Path, results_dir: Path) -> None:
     """The executed notebook and its summary pass `make check` (smoke allowed)."""
-    from common import submit
+    from common.tools import submit
 
     work = submit.Work(question, notebook, results_dir)
     problems = submit.notebook_problems(notebook) + submit.summary_problems(work, allow_smoke=True)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from common.data import DeviceBatches  # noqa: E402
+from common.batches import DeviceBatches  # noqa: E402
 from common.train import fit  # noqa: E402
 
 EPOCHS = 4

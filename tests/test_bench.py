@@ -119,7 +119,7 @@ def test_fit_overhead_comparison_runs_and_returns_the_trained_model(tmp_path):
 def test_minimal_loop_trains_like_fit_without_bookkeeping(tmp_path):
     # Same weights, batches and recipe: after one epoch the two models agree, so the
     # minimal loop really is the same work as fit minus fit's bookkeeping.
-    from common.data import DeviceBatches
+    from common.batches import DeviceBatches
     from common.models import build_model
     from common.train import fit
 
@@ -154,7 +154,7 @@ def test_quality_comparison_runs_and_tests_a_trained_model_without_retraining(tm
     ready = build_model("lenet5")
     result = compare_recipes(ds, recipes=recipes, model_name="lenet5", train_images=100,
                              epochs=1, val_images=10, batch_size=20, run_root=tmp_path,
-                             trained={"plain": (ready, {"epoch": [], "test_accuracy": [],
+                             trained={"plain": (ready, {"epoch": [], "eval_accuracy": [],
                                                         "stopped": None}, 0.0)},
                              log=lambda line: None)
     plain, smoothed = result["recipes"]["plain"], result["recipes"]["smoothed"]

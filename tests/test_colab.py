@@ -170,6 +170,6 @@ def test_cell_installs_nothing_and_imports_only_the_standard_library():
             imported |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported <= {"os", "sys", "pathlib", "google.colab", "common.colab"}
+    assert imported <= {"os", "sys", "pathlib", "google.colab", "common.tools.colab"}
     for install in ("pip install", "%pip", "apt-get", "subprocess", "get_ipython", "os.system"):
         assert install not in CELL, f"the first cell must not run {install!r}"

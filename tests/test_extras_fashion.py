@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from common import extras_models as xm
+from common.experiments import select_best
+from common.extras import models as xm
 from common.models import count_parameters
-from common.selection import select_best
 from conftest import bundle_tmpdir
 from extras_helpers import cleanup, fashion_data_dir, outputs_text, run_extra
 

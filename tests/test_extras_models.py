@@ -1,11 +1,11 @@
-"""common.extras_models: the CIS 520 baseline CNN and its grid, d2l's ResNet-18
+"""common.extras.models: the CIS 520 baseline CNN and its grid, d2l's ResNet-18
 and get_DNN, checked for shapes and parameter counts computed by hand."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from common import extras_models as xm
+from common.extras import models as xm
 from common.models import count_parameters
 
 

@@ -1,4 +1,4 @@
-"""common.selection: the grid visits every configuration and chooses on
+"""common.extras.selection: the grid visits every configuration and chooses on
 validation only; the confusion analysis reads a matrix correctly."""
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from common import extras_models as xm
-from common.data import DeviceBatches
-from common.selection import (confusion_analysis, describe_confusions, plot_grid_heatmap, run_grid,
-                              select_best, train_run)
-from common.tb import read_scalars
+from common.batches import DeviceBatches
+from common.experiments import select_best
+from common.extras import models as xm
+from common.extras.selection import (confusion_analysis, describe_confusions, plot_grid_heatmap, run_grid,
+                                     train_run)
+from common.extras.tb import read_scalars
 from common.train import evaluate
 
 
@@ -22,7 +23,7 @@ def test_select_best_takes_the_highest_earliest_and_skips_nan():
     assert select_best([float("nan"), 0.3, 0.1]) == 1
     with pytest.raises(ValueError, match="all stopped"):
         select_best([float("nan")])
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="at least one"):
         select_best([])
 
 
@@ -69,22 +70,23 @@ def test_grid_visits_all_twelve_and_chooses_on_validation(grid_run):
     for row in out["rows"]:
         history = json.loads((tmp / "runs" / row["name"] / "history.json").read_text())
         assert history["epoch"] == [1]
-        saved.append(history["test_accuracy"][-1])  # fit's held-out set here is the validation split
+        saved.append(history["eval_accuracy"][-1])  # fit's held-out set here is the validation split
         tb = read_scalars(tmp / "tb" / row["name"])
-        assert tb["accuracy/val"][1][-1] == pytest.approx(history["test_accuracy"][-1], rel=1e-6)
+        assert tb["accuracy/val"][1][-1] == pytest.approx(history["eval_accuracy"][-1], rel=1e-6)
     assert [r["val_accuracy"] for r in out["rows"]] == saved
     assert out["best"] == select_best(saved)
 
 
 def spy_on_the_grid(monkeypatch):
-    """Wrap common.train.fit and common.train.evaluate (what run_grid trains and scores
-    with) and common.selection.select_best: record every batches object the first two
-    receive and every list of scores the choice is made from."""
-    import common.selection as selection
+    """Wrap fit (as common.experiments.train_or_reuse calls it), common.train.evaluate
+    (what fit scores with) and select_best (as run_grid calls it): record every batches
+    object the first two receive and every list of scores the choice is made from."""
+    import common.experiments as experiments
+    import common.extras.selection as selection
     import common.train as training
 
     seen, scores = [], []
-    real_fit, real_evaluate, real_select = training.fit, training.evaluate, selection.select_best
+    real_fit, real_evaluate, real_select = experiments.fit, training.evaluate, selection.select_best
 
     def fit(model, train_batches, eval_batches, **kwargs):
         seen.extend([train_batches, eval_batches])
@@ -98,7 +100,7 @@ def spy_on_the_grid(monkeypatch):
         scores.append(list(val_scores))
         return real_select(val_scores)
 
-    monkeypatch.setattr(training, "fit", fit)
+    monkeypatch.setattr(experiments, "fit", fit)
     monkeypatch.setattr(training, "evaluate", evaluate)
     monkeypatch.setattr(selection, "select_best", select)
     return seen, scores

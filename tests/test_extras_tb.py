@@ -1,4 +1,4 @@
-"""common.tb: histories written as TensorBoard event files and read back with
+"""common.extras.tb: histories written as TensorBoard event files and read back with
 TensorBoard's own EventAccumulator."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from common.tb import history_tags, plot_scalars, read_scalars, write_history
+from common.extras.tb import history_tags, plot_scalars, read_scalars, write_history
 
-HISTORY = {"epoch": [1, 2, 3], "train_loss": [2.1, 1.2, 0.8], "test_loss": [1.9, 1.3, 1.1],
-           "train_accuracy": [0.3, 0.6, 0.75], "test_accuracy": [0.35, 0.55, 0.7],
+HISTORY = {"epoch": [1, 2, 3], "train_loss": [2.1, 1.2, 0.8], "eval_loss": [1.9, 1.3, 1.1],
+           "train_accuracy": [0.3, 0.6, 0.75], "eval_accuracy": [0.35, 0.55, 0.7],
            "lr": [0.1, 0.05, 0.01], "seconds": [1.0, 1.0, 1.0], "stopped": None}
 
 
@@ -31,7 +31,7 @@ def test_rewriting_replaces_rather_than_duplicates(tmp_path):
     write_history(shorter, tmp_path / "run")
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
     steps, values = read_scalars(tmp_path / "run")["loss/val"]
-    assert steps.tolist() == [1, 2] and values == pytest.approx(HISTORY["test_loss"][:2])
+    assert steps.tolist() == [1, 2] and values == pytest.approx(HISTORY["eval_loss"][:2])
 
 
 def test_read_scalars_and_plot(tmp_path):
@@ -43,7 +43,7 @@ def test_read_scalars_and_plot(tmp_path):
     assert len(lines) == 4  # train and held-out for each of two runs
     by_label = {line.get_label(): line for line in lines}
     np.testing.assert_allclose(by_label["a train"].get_ydata(), 100 * np.array(HISTORY["train_accuracy"]), rtol=1e-6)
-    np.testing.assert_allclose(by_label["b test"].get_ydata(), 100 * np.array(HISTORY["test_accuracy"]), rtol=1e-6)
+    np.testing.assert_allclose(by_label["b test"].get_ydata(), 100 * np.array(HISTORY["eval_accuracy"]), rtol=1e-6)
     assert by_label["a train"].get_linestyle() == "--" and by_label["a test"].get_linestyle() == "-"
     assert (tmp_path / "f.png").is_file()
     with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):

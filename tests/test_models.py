@@ -116,9 +116,29 @@ def test_vgg_count_by_hand(name):
 
 
 def test_alexnet_count_by_hand():
-    expected = (conv(3, 64, 3) + conv(64, 192, 3) + conv(192, 384, 3) + conv(384, 256, 3)
-                + conv(256, 256, 3) + linear(1024, 4096) + linear(4096, 4096) + linear(4096, 10))
-    assert count_parameters(build_model("alexnet")) == expected
+    plain = (conv(3, 64, 3) + conv(64, 192, 3) + conv(192, 384, 3) + conv(384, 256, 3)
+             + conv(256, 256, 3) + linear(1024, 4096) + linear(4096, 4096) + linear(4096, 10))
+    assert count_parameters(build_model("alexnet", batch_norm=False)) == plain
+    # With BN: each conv loses its bias (BN's shift replaces it) and gains BN's scale and shift.
+    widths = (64, 192, 384, 256, 256)
+    assert count_parameters(build_model("alexnet")) == plain - sum(widths) + 2 * sum(widths)
+
+
+def test_alexnet_with_batchnorm_carries_the_input_signal_at_initialisation():
+    # The reason the default AlexNet has BN: without it the input-dependent part of the
+    # logits starts orders of magnitude below the logits' scale.
+    x = torch.randn(64, 3, 32, 32)
+
+    def signal(batch_norm):
+        torch.manual_seed(0)
+        # Train mode, as in the first steps: BN normalises with the batch's statistics.
+        model = build_model("alexnet", batch_norm=batch_norm, dropout=0.0).train()
+        with torch.no_grad():
+            logits = model(x)
+        return (logits - logits.mean(0)).std().item()
+
+    plain, normalised = signal(False), signal(True)
+    assert plain < 2e-3 and normalised > 20 * plain
 
 
 def test_lenet5_counts():

@@ -1,4 +1,4 @@
-"""common.numpy_mlp: the whole network against finite differences and an
+"""common.extras.numpy_mlp: the whole network against finite differences and an
 independent torch model, SGD with momentum against torch.optim.SGD, training
 that learns, diverges gracefully and is reused; extras/numpy_mlp.ipynb on real
 Fashion-MNIST in smoke mode."""
@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from common import backprop as bp
-from common import numpy_mlp as nm
+from common import gradcheck as gc
+from common.extras import numpy_mlp as nm
+from common.files import settings_digest
 from conftest import bundle_tmpdir
 from extras_helpers import cleanup, fashion_data_dir, run_extra
 
@@ -38,9 +40,9 @@ def test_whole_network_gradients_against_finite_differences_and_torch(activation
     loss, grads = nm.mlp_loss(params, x, y, activation)
     assert set(grads) == set(params)
     for k in params:
-        fd = bp.numerical_gradient(lambda v, k=k: nm.mlp_loss({**params, k: v}, x, y, activation)[0],
+        fd = gc.numerical_gradient(lambda v, k=k: nm.mlp_loss({**params, k: v}, x, y, activation)[0],
                                    params[k].copy())
-        assert bp.rel_error(grads[k], fd) < bp.FD_TOLERANCE, k
+        assert gc.rel_error(grads[k], fd) < gc.FD_TOLERANCE, k
     # An independent torch model built layer by layer with nn modules.
     layers = []
     for i in range(1, 4):
@@ -63,15 +65,15 @@ def test_whole_network_gradients_against_finite_differences_and_torch(activation
     assert loss == pytest.approx(ref.item(), rel=1e-12)
     for i in range(1, 4):
         lin = layers[2 * (i - 1)]
-        assert bp.rel_error(grads[f"W{i}"], lin.weight.grad.numpy()) < bp.AUTOGRAD_TOLERANCE
-        assert bp.rel_error(grads[f"b{i}"], lin.bias.grad.numpy()) < bp.AUTOGRAD_TOLERANCE
+        assert gc.rel_error(grads[f"W{i}"], lin.weight.grad.numpy()) < gc.AUTOGRAD_TOLERANCE
+        assert gc.rel_error(grads[f"b{i}"], lin.bias.grad.numpy()) < gc.AUTOGRAD_TOLERANCE
         if activation == "prelu" and i < 3:
-            assert bp.rel_error(grads[f"alpha{i}"], layers[2 * i - 1].weight.grad.numpy()) < bp.AUTOGRAD_TOLERANCE
+            assert gc.rel_error(grads[f"alpha{i}"], layers[2 * i - 1].weight.grad.numpy()) < gc.AUTOGRAD_TOLERANCE
 
 
 def test_layer_and_network_check_tables_pass_and_would_catch_a_bug(monkeypatch):
     rows = nm.layer_checks(seed=3) + nm.network_checks(seed=3)
-    assert all(r["fd_error"] < bp.FD_TOLERANCE and r["autograd_error"] < bp.AUTOGRAD_TOLERANCE for r in rows)
+    assert all(r["fd_error"] < gc.FD_TOLERANCE and r["autograd_error"] < gc.AUTOGRAD_TOLERANCE for r in rows)
     # A wrong tanh derivative (missing the square) must show up in both references.
     monkeypatch.setattr(bp, "tanh_backward", lambda dout, out: dout * (1.0 - out))
     broken = [r for r in nm.network_checks(seed=3) if r["activation"] == "tanh" and r["param"] == "W1"]
@@ -175,7 +177,7 @@ def test_other_settings_get_their_own_run_and_never_overwrite_a_finished_one(tmp
     base = nm.run_settings(combo, full, epochs=3, batch_size=32, seed=1)
     for change in ({"epochs": 4}, {"batch_size": 16}, {"seed": 2}):
         s = nm.run_settings(combo, full, **{"epochs": 3, "batch_size": 32, "seed": 1, **change})
-        assert nm.settings_digest(s) != nm.settings_digest(base), change
+        assert settings_digest(s) != settings_digest(base), change
 
 
 def test_bad_arguments_are_named():

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from common import observations as obs
+from common.experiments import choose_methods
+from common.observations_q2 import describe_confusion, describe_selection, smoke_notice
 
 
 def make_history(train_loss, test_loss, train_acc, test_acc, stopped=None):
     n = len(train_loss)
     assert all(len(v) == n for v in (test_loss, train_acc, test_acc))
     h = {"epoch": list(range(1, n + 1)), "train_loss": list(train_loss),
-         "test_loss": list(test_loss), "train_accuracy": list(train_acc),
-         "test_accuracy": list(test_acc), "lr": [0.01] * n, "seconds": [1.0] * n,
+         "eval_loss": list(test_loss), "train_accuracy": list(train_acc),
+         "eval_accuracy": list(test_acc), "lr": [0.01] * n, "seconds": [1.0] * n,
          "stopped": stopped}
     return json.loads(json.dumps(h))  # as history.json holds it
 
@@ -51,7 +53,7 @@ def test_formatting_helpers():
 def test_run_stats_against_numpy():
     h = overfitting()
     s = obs.run_stats(h)
-    acc, loss = np.array(h["test_accuracy"]), np.array(h["test_loss"])
+    acc, loss = np.array(h["eval_accuracy"]), np.array(h["eval_loss"])
     assert s["epochs"] == 20 and s["stopped"] is None
     assert s["final_accuracy"] == acc[-1] and s["best_accuracy"] == acc.max()
     assert s["best_epoch"] == int(np.argmax(acc)) + 1
@@ -70,15 +72,15 @@ def test_overfitting_is_diagnosed_with_the_history_numbers():
     s = obs.run_stats(h)
     assert text.startswith("**VGG16** ends at 80.00% test accuracy after 20 epochs")
     assert "It overfits: the test loss is lowest at epoch 6 (0.6000)" in text
-    assert f"rises to {h['test_loss'][-1]:.4f}" in text
-    assert f"+{100 * (h['test_loss'][-1] / 0.6 - 1):.0f}%" in text
+    assert f"rises to {h['eval_loss'][-1]:.4f}" in text
+    assert f"+{100 * (h['eval_loss'][-1] / 0.6 - 1):.0f}%" in text
     assert f"({h['train_loss'][5]:.4f} to {h['train_loss'][-1]:.4f})" in text
-    gap = 100 * (h["train_accuracy"][-1] - h["test_accuracy"][-1])
+    gap = 100 * (h["train_accuracy"][-1] - h["eval_accuracy"][-1])
     assert f"a gap of {gap:.2f} points, above 10" in text
     assert f"by epoch {s['epochs_to_speed']}" in text
     assert "even though its accuracy stays at its best" in text  # flat at 80% from epoch 6
     assert "underfits" not in text and "still improving" not in text
-    h["test_accuracy"][-1] = 0.7712
+    h["eval_accuracy"][-1] = 0.7712
     assert "its accuracy ends 2.88 points below its best" in obs.describe_run("VGG16", h)
     # Monitored on a validation split: the text says so.
     assert "It overfits: the val loss is lowest" in obs.describe_run("x", h, held_out="val")
@@ -86,7 +88,7 @@ def test_overfitting_is_diagnosed_with_the_history_numbers():
 
 def test_a_falling_test_loss_is_not_called_overfitting():
     h = overfitting()
-    h["test_loss"] = sorted(h["test_loss"], reverse=True)  # minimum in the last epoch
+    h["eval_loss"] = sorted(h["eval_loss"], reverse=True)  # minimum in the last epoch
     text = obs.describe_run("ResNet18", h)
     assert "overfits" not in text
     assert "still at its minimum in the last epoch" in text
@@ -97,7 +99,7 @@ def test_underfitting_and_still_improving():
     text = obs.describe_run("AlexNet with RMSProp", h)
     assert "it underfits" in text and "below 75%" in text
     assert "a gap of 1.00 points" in text
-    late = h["test_accuracy"][-1] - h["test_accuracy"][-3]  # last quarter of 10 epochs: 2
+    late = h["eval_accuracy"][-1] - h["eval_accuracy"][-3]  # last quarter of 10 epochs: 2
     assert f"still improving ({obs.points(late)} over the last 2 epochs)" in text
     assert "overfits" not in text
 
@@ -105,13 +107,13 @@ def test_underfitting_and_still_improving():
 def test_stopped_runs_say_so():
     h = underfitting()
     reason = "non-finite loss at epoch 5, batch 3/10: loss=nan. The run diverged."
-    part = make_history(*(h[k][:4] for k in ("train_loss", "test_loss", "train_accuracy",
-                                             "test_accuracy")), stopped=reason)
+    part = make_history(*(h[k][:4] for k in ("train_loss", "eval_loss", "train_accuracy",
+                                             "eval_accuracy")), stopped=reason)
     text = obs.describe_run("AlexNet with Adam", part, epochs_planned=10)
     assert text.startswith("**AlexNet with Adam** stopped early after 4 of 10 completed epochs: "
                            + reason)
     assert "from epoch 4, its last good one" in text
-    assert f"It ends at {obs.pct(part['test_accuracy'][-1])} test accuracy after 4 epochs" in text
+    assert f"It ends at {obs.pct(part['eval_accuracy'][-1])} test accuracy after 4 epochs" in text
     assert "still improving" not in text  # a stopped run is not "improving"
     empty = make_history([], [], [], [], stopped="non-finite loss at epoch 1, batch 1/10")
     text = obs.describe_run("Adam", empty)
@@ -148,7 +150,7 @@ def test_optimiser_comparison_numbers_and_verdicts():
     assert (f"fluctuates more late in training ({100 * s_adam['instability']:.2f} against "
             f"{100 * s_sgd['instability']:.2f} points per epoch)") in text
     assert f"By final test accuracy: Adam {obs.pct(s_adam['final_accuracy'])}, SGD" in text
-    assert f"After the first epoch: SGD {obs.pct(sgd['test_accuracy'][0])}, Adam " in text
+    assert f"After the first epoch: SGD {obs.pct(sgd['eval_accuracy'][0])}, Adam " in text
     assert "Adam trains" not in text and "SGD trains more stably" in text
     with pytest.raises(ValueError, match="baseline 'RMSProp'"):
         obs.compare_optimisers({"SGD": sgd}, baseline="RMSProp")
@@ -175,13 +177,13 @@ def test_choose_methods_takes_the_two_largest_validation_gains():
     diverged = make_history([2.0], [2.0], [0.1], [0.99], stopped="non-finite loss")  # would win
     candidates = {"cosine": ending(0.70), "onecycle": ending(0.68), "step": ending(0.66),
                   "label_smoothing": ending(0.60), "huge_lr": diverged}
-    sel = obs.choose_methods(base, candidates, k=2)
+    sel = choose_methods(base, candidates, k=2)
     assert sel["baseline_val_accuracy"] == pytest.approx(0.65)
     assert sel["chosen"] == ["cosine", "onecycle"] and sel["effective"] == ["cosine", "onecycle"]
     gains = {c["method"]: c["gain"] for c in sel["candidates"]}
     assert gains["cosine"] == pytest.approx(0.05) and gains["label_smoothing"] == pytest.approx(-0.05)
     assert not next(c for c in sel["candidates"] if c["method"] == "huge_lr")["eligible"]
-    text = obs.describe_selection(sel, {"baseline": 0.64, "cosine": 0.69, "onecycle": 0.63})
+    text = describe_selection(sel, {"baseline": 0.64, "cosine": 0.69, "onecycle": 0.63})
     assert "the baseline ends at 65.00%" in text
     assert "cosine 70.00% (+5.00 points)" in text and "huge_lr 99.00% (stopped early, not eligible)" in text
     assert "Chosen on validation: cosine and onecycle." in text
@@ -193,18 +195,18 @@ def test_choose_methods_takes_the_two_largest_validation_gains():
 
 def test_fewer_than_two_effective_methods_are_reported_honestly():
     base, ending = val_runs()
-    one = obs.choose_methods(base, {"cosine": ending(0.70), "step": ending(0.60)})
+    one = choose_methods(base, {"cosine": ending(0.70), "step": ending(0.60)})
     assert one["chosen"] == ["cosine", "step"] and one["effective"] == ["cosine"]
-    text = obs.describe_selection(one, {"baseline": 0.6, "cosine": 0.7, "step": 0.5})
+    text = describe_selection(one, {"baseline": 0.6, "cosine": 0.7, "step": 0.5})
     assert "Only cosine beat the baseline on validation, not 2 methods as asked" in text
     assert "step did not and is not called effective" in text
-    none = obs.choose_methods(base, {"cosine": ending(0.64), "step": ending(0.65)})
+    none = choose_methods(base, {"cosine": ending(0.64), "step": ending(0.65)})
     assert none["effective"] == []  # a tie is no gain
-    text = obs.describe_selection(none, {"baseline": 0.6, "cosine": 0.61, "step": 0.62})
+    text = describe_selection(none, {"baseline": 0.6, "cosine": 0.61, "step": 0.62})
     assert "No candidate beat the baseline on validation" in text
     assert "improves on the baseline" not in text
     with pytest.raises(ValueError, match="baseline run stopped"):
-        obs.choose_methods(make_history([], [], [], [], stopped="nan"), {"cosine": base})
+        choose_methods(make_history([], [], [], [], stopped="nan"), {"cosine": base})
 
 
 def test_describe_confusion_names_the_right_classes():
@@ -213,17 +215,17 @@ def test_describe_confusion_names_the_right_classes():
                    [1, 95, 2, 2],
                    [10, 0, 70, 20],
                    [0, 1, 30, 69]])
-    text = obs.describe_confusion(cm, classes)
+    text = describe_confusion(cm, classes)
     assert text.startswith(f"Overall accuracy {obs.pct(np.trace(cm) / cm.sum())}.")
     assert "Best class: car (95.00%); worst: cat (69.00%)." in text
     assert "cat taken for bird (30 images, 30.00% of the cat images)" in text
     assert "Counting both directions" not in text  # bird/cat is also the top pair
     cm[0, 3] = 45  # plane -> cat is now the most frequent single mistake
-    text = obs.describe_confusion(cm, classes)
+    text = describe_confusion(cm, classes)
     assert "plane taken for cat (45 images" in text
     assert "Counting both directions, bird and cat are confused most often (50 images)" in text
 
 
 def test_smoke_notice():
-    text = obs.smoke_notice(100, 50, 2)
+    text = smoke_notice(100, 50, 2)
     assert text.startswith("**Smoke run**") and "100 training images" in text and "2 epochs" in text

@@ -22,8 +22,8 @@ def history(n=5, offset=0.0, stopped=None):
     """A history as history.json holds it (through JSON, as plots receive it)."""
     e = np.arange(1, n + 1)
     h = {"epoch": e.tolist(), "train_loss": (2 / e + offset).tolist(),
-         "test_loss": (2.2 / e + offset).tolist(), "train_accuracy": (1 - 0.5 / e).tolist(),
-         "test_accuracy": (0.9 - 0.5 / e).tolist(), "lr": [0.1] * n, "seconds": [1.0] * n,
+         "eval_loss": (2.2 / e + offset).tolist(), "train_accuracy": (1 - 0.5 / e).tolist(),
+         "eval_accuracy": (0.9 - 0.5 / e).tolist(), "lr": [0.1] * n, "seconds": [1.0] * n,
          "stopped": stopped}
     return json.loads(json.dumps(h))
 
@@ -43,8 +43,8 @@ def test_history_figure_plots_the_history_and_saves_a_png(tmp_path):
     ax_loss, ax_acc = fig.axes
     assert [line.get_label() for line in ax_loss.lines] == ["train", "test"]
     np.testing.assert_allclose(ax_loss.lines[0].get_ydata(), h["train_loss"])
-    np.testing.assert_allclose(ax_loss.lines[1].get_ydata(), h["test_loss"])
-    np.testing.assert_allclose(ax_acc.lines[1].get_ydata(), 100 * np.array(h["test_accuracy"]))
+    np.testing.assert_allclose(ax_loss.lines[1].get_ydata(), h["eval_loss"])
+    np.testing.assert_allclose(ax_acc.lines[1].get_ydata(), 100 * np.array(h["eval_accuracy"]))
     np.testing.assert_allclose(ax_acc.lines[0].get_xdata(), h["epoch"])
     assert fig.get_suptitle() == "VGG-16" and fig.get_supxlabel() == ""
     assert not plt.get_fignums()  # closed in pyplot: shown only where a notebook displays it
@@ -61,9 +61,9 @@ def test_stopped_run_says_so(tmp_path):
 
 
 def test_history_missing_keys_is_a_clear_error():
-    with pytest.raises(ValueError, match="lacks test_loss"):
+    with pytest.raises(ValueError, match="lacks eval_loss"):
         plot_history({"epoch": [1], "train_loss": [1.0], "train_accuracy": [0.5],
-                      "test_accuracy": [0.5]})
+                      "eval_accuracy": [0.5]})
 
 
 def test_comparison_overlays_runs(tmp_path):
@@ -76,7 +76,7 @@ def test_comparison_overlays_runs(tmp_path):
                       "RMSProp (stopped) test", "RMSProp (stopped) train"]
     styles = [line.get_linestyle() for line in ax_acc.lines]
     assert styles == ["-", "--"] * 3
-    np.testing.assert_allclose(ax_loss.lines[2].get_ydata(), runs["Adam"]["test_loss"])
+    np.testing.assert_allclose(ax_loss.lines[2].get_ydata(), runs["Adam"]["eval_loss"])
     assert ax_loss.lines[2].get_color() == ax_loss.lines[3].get_color()
     test_only = plot_comparison(runs, show_train=False)
     assert len(test_only.axes[0].lines) == 3

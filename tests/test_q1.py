@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from common import latex
-from common.backprop import rel_error
+from common.gradcheck import rel_error
 from common.latex import FormulaError, check_formula, eq, fmt, formulas_in, matrix, parse_number
 from common.config import ROOT
 from conftest import assert_submittable, bundle_kernel

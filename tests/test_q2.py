@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.data import DeviceBatches, stratified_indices, train_val_split
+from common.batches import DeviceBatches
+from common.data import stratified_indices, train_val_split
 from common.models import build_model, count_parameters
 from common.observations import pct
 from common.config import ROOT
-from common.submit import PNG_MAGIC
+from common.tools.submit import PNG_MAGIC
 from common.train import evaluate
 from conftest import assert_submittable, bundle_tmpdir, run_smoke_profile, shown_text
 
@@ -76,9 +77,9 @@ def test_each_run_has_a_full_finite_history(smoke):
     for r in s["results"]["runs"]:
         h = r["history"]
         assert h["stopped"] is None and h["epoch"] == list(range(1, config["epochs"] + 1))
-        for key in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "lr", "seconds"):
+        for key in ("train_loss", "eval_loss", "train_accuracy", "eval_accuracy", "lr", "seconds"):
             assert len(h[key]) == config["epochs"] and all(math.isfinite(v) for v in h[key])
-        assert all(0 <= a <= 1 for a in h["train_accuracy"] + h["test_accuracy"])
+        assert all(0 <= a <= 1 for a in h["train_accuracy"] + h["eval_accuracy"])
         assert r["monitored"] == ("val" if r["part"] == "c" else "test")
         assert r["lr"] == lr[r["optimizer"]] and r["train_images"] == config["smoke_train_images"]
         assert r["params"] == count_parameters(build_model(r["model"]))
@@ -101,8 +102,8 @@ def test_c_is_chosen_on_validation_and_tested_once(smoke, cifar10):
     runs_c = {r["method"]: r for r in runs_of(s, "c")}
     assert sel["monitored"] == "val"
     # The choice, recomputed from the validation histories: the two largest gains.
-    base = runs_c["baseline"]["history"]["test_accuracy"][-1]
-    gains = {m: runs_c[m]["history"]["test_accuracy"][-1] - base for m in config["methods_c"]}
+    base = runs_c["baseline"]["history"]["eval_accuracy"][-1]
+    gains = {m: runs_c[m]["history"]["eval_accuracy"][-1] - base for m in config["methods_c"]}
     assert {c["method"]: c["gain"] for c in sel["candidates"]} == pytest.approx(gains)
     ranked = sorted(config["methods_c"], key=lambda m: -gains[m])
     assert sel["chosen"] == ranked[:2]
@@ -129,8 +130,8 @@ def test_c_is_chosen_on_validation_and_tested_once(smoke, cifar10):
         model = saved_model(runs_c[method])
         h = runs_c[method]["history"]
         on_val = evaluate(model, val, "cpu")
-        assert on_val["loss"] == pytest.approx(h["test_loss"][-1], rel=1e-5)
-        assert on_val["accuracy"] == h["test_accuracy"][-1]
+        assert on_val["loss"] == pytest.approx(h["eval_loss"][-1], rel=1e-5)
+        assert on_val["accuracy"] == h["eval_accuracy"][-1]
         assert evaluate(model, test, "cpu")["accuracy"] == sel["test_accuracy"][method]
 
 
@@ -138,8 +139,8 @@ def test_best_model_and_its_confusion_matrix(smoke):
     s = smoke["first"]["summary"]
     best = s["results"]["best"]
     ab = runs_of(s, "a") + runs_of(s, "b")
-    top = max(r["history"]["test_accuracy"][-1] for r in ab)
-    assert best["name"] in [r["name"] for r in ab if r["history"]["test_accuracy"][-1] == top]
+    top = max(r["history"]["eval_accuracy"][-1] for r in ab)
+    assert best["name"] in [r["name"] for r in ab if r["history"]["eval_accuracy"][-1] == top]
     # The last epoch's test accuracy is the model's: evaluated again, it is the same.
     assert best["test_accuracy"] == top
     cm = best["confusion_matrix"]
@@ -157,16 +158,16 @@ def test_generated_text_quotes_the_histories(smoke):
     for r in runs_of(s, "a"):
         h = r["history"]
         n = len(h["epoch"])
-        assert (f"**{labels[r['model']]}** ends at {pct(h['test_accuracy'][-1])} test accuracy "
+        assert (f"**{labels[r['model']]}** ends at {pct(h['eval_accuracy'][-1])} test accuracy "
                 f"after {n} epoch") in text
-        best = max(h["test_accuracy"])
-        assert f"(best {pct(best)} at epoch {h['test_accuracy'].index(best) + 1})" in text
+        best = max(h["eval_accuracy"])
+        assert f"(best {pct(best)} at epoch {h['eval_accuracy'].index(best) + 1})" in text
     names = {"sgd": "SGD", "rmsprop": "RMSProp", "adam": "Adam"}
     for r in runs_of(s, "b"):
         assert (f"**AlexNet with {names[r['optimizer']]}** ends at "
-                f"{pct(r['history']['test_accuracy'][-1])} test accuracy") in text
+                f"{pct(r['history']['eval_accuracy'][-1])} test accuracy") in text
     # (c) speaks of validation, with the baseline's final validation accuracy.
-    base = runs_of(s, "c")[0]["history"]["test_accuracy"][-1]
+    base = runs_of(s, "c")[0]["history"]["eval_accuracy"][-1]
     assert f"On the validation split the baseline ends at {pct(base)}." in text
     assert f"**The baseline** ends at {pct(base)} val accuracy" in text
     # The stand-in AlexNet is described from the code, with its real parameter count.

@@ -46,8 +46,8 @@ def test_smoke_run_writes_every_part_and_figure(smoke_run):
         assert {"part", "model", "pretrained", "fraction", "freeze", "trainable_params",
                 "total_params", "history"} <= set(r)
         h = r["history"]
-        assert len(h["test_accuracy"]) == r["epochs"] == 1 and h["stopped"] is None
-        assert all(0 <= a <= 1 for a in h["test_accuracy"] + h["train_accuracy"])
+        assert len(h["eval_accuracy"]) == r["epochs"] == 1 and h["stopped"] is None
+        assert all(0 <= a <= 1 for a in h["eval_accuracy"] + h["train_accuracy"])
         assert r["image_size"] == 64
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from common import report
+from common.tools import report
 from conftest import need
 from fake_bundle import FIGURE_SIZE_PX, LONG_CODE, LONG_OUTPUT, executed_notebook
 
@@ -75,7 +75,7 @@ def test_report_files_sit_next_to_the_notebook(rendered):
     assert rendered["full"].name == "Q1.pdf"
     assert rendered["no_input"].name == "Q1_report.pdf"
     assert rendered["full"].parent == rendered["no_input"].parent
-    assert not list(rendered["full"].parent.glob("*.partial.pdf"))
+    assert not list(rendered["full"].parent.glob("*.pdf.tmp"))
 
 
 def test_full_pdf_has_headings_numbers_code_and_all_pages(rendered):
@@ -146,7 +146,7 @@ def test_without_any_renderer_the_error_names_all_three(tmp_path, monkeypatch):
                            ("webpdf", "playwright install"), ("latex", "xelatex")):
         assert renderer in message and hint in message
     assert not (tmp_path / "Q1.pdf").exists()
-    assert not list(tmp_path.glob("*.partial.pdf"))
+    assert not list(tmp_path.glob("*.pdf.tmp"))
 
 
 def test_unknown_renderer_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""The papermill runner (common.run) on small notebooks made in the test."""
+"""The papermill runner (common.tools.run) on small notebooks made in the test."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from common import run
+from common.tools import run
 from common.config import ROOT
 from conftest import bundle_kernel, bundle_tmpdir
 

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
-from common import report, submit
+from common.tools import report, submit
 from conftest import ROOT, need
 from fake_bundle import FIGURES, QUESTIONS, executed_notebook, make_bundle, write_results
 
@@ -40,7 +40,7 @@ def refused(root: Path, **kw) -> str:
     """Packing fails; return the message. No zip may be left behind."""
     with pytest.raises(submit.SubmitError) as err:
         submit.build_zip(STUDENT, root, **kw)
-    assert not list(root.glob("*.zip")) and not list(root.glob("*.partial"))
+    assert not list(root.glob("*.zip")) and not list(root.glob("*.zip.tmp"))
     return str(err.value)
 
 
@@ -87,7 +87,7 @@ def test_zip_layout_read_back(bundle):
             built = nbformat.read(bundle / "build" / q / f"{q}.ipynb", as_version=4)
             assert packed == built
             assert any(c.get("outputs") for c in packed.cells)
-        assert "common/submit.py" in names and "common/config.py" in names
+        assert "common/tools/submit.py" in names and "common/config.py" in names
         assert zf.read("readme.txt") == (bundle / "readme.txt").read_bytes()
 
 
@@ -120,12 +120,26 @@ def test_no_data_checkpoints_or_caches_leak(bundle):
     with zipfile.ZipFile(submit.build_zip(STUDENT, bundle)) as zf:
         names = zf.namelist()
     leaked = [n for n in names if re.search(
-        r"\.pt$|\.pyc$|\.tar\.gz$|__pycache__|checkpoints|data_batch|ubyte|^runs/|^data/|"
+        r"\.pt$|\.pyc$|\.tar\.gz$|__pycache__|\.ipynb_checkpoints|data_batch|ubyte|^runs/|^data/|"
         r"\.venv|^extras/|^build/", n)]
     assert leaked == []
     # extras/ is packed only when asked for.
     with zipfile.ZipFile(submit.build_zip(STUDENT, bundle, with_extras=True)) as zf:
         assert "extras/E1/E1.ipynb" in zf.namelist()
+
+
+def test_subpackages_are_packed_even_when_named_like_data(bundle):
+    """common/tools/ and a package called data/ are code; a plain data/ folder is not."""
+    planted = {"common/data/__init__.py": b"", "common/data/batches.py": b"X = 1\n",
+               "common/tools/data/cifar10.bin": b"x", "common/tools/data/labels.txt": b"x"}
+    for name, data in planted.items():
+        (bundle / name).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / name).write_bytes(data)
+    with zipfile.ZipFile(submit.build_zip(STUDENT, bundle)) as zf:
+        names = set(zf.namelist())
+    assert {"common/tools/__init__.py", "common/tools/submit.py", "common/data/__init__.py",
+            "common/data/batches.py"} <= names
+    assert not [n for n in names if n.startswith("common/tools/data/")]
 
 
 # --- refusals ----------------------------------------------------------------------
@@ -286,9 +300,9 @@ def test_makefile_targets_pass_the_id_and_the_smoke_flag():
         pytest.skip("make is not installed")
     out = subprocess.run(["make", "-n", "zip", f"ID={STUDENT}",
                           "ALLOW_SMOKE=1"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert f'-m common.submit zip --id "{STUDENT}" --allow-smoke' in out
+    assert f'-m common.tools.submit zip --id "{STUDENT}" --allow-smoke' in out
     out = subprocess.run(["make", "-n", "check"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert "-m common.submit check" in out and "--allow-smoke" not in out
+    assert "-m common.tools.submit check" in out and "--allow-smoke" not in out
 
 
 def test_readme_gives_the_commands_first_and_documents_the_rest():

@@ -1,20 +1,22 @@
-"""common.theory (the written problems of the related course tasks) against
+"""common.extras.theory (the written problems of the related course tasks) against
 independent computations, and extras/theory_checks.ipynb run end to end with
 every numeric answer it reports asserted against PyTorch."""
 from __future__ import annotations
 
+import nbformat
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from common import backprop as bp
-from common import theory as th
+from common import gradcheck as gc
+from common.config import ROOT
+from common.extras import theory as th
 from common.latex import fmt, matrix
 from conftest import bundle_tmpdir
 from extras_helpers import cleanup, outputs_text, run_extra
 
-AUTO = bp.AUTOGRAD_TOLERANCE
+AUTO = gc.AUTOGRAD_TOLERANCE
 
 
 def rng(seed=0):
@@ -41,7 +43,7 @@ def test_cis520_gradients_match_autograd_of_the_negated_equation_5(rows):
     ours = th.cis520_gradients(**v)
     assert ours["loss"] == pytest.approx(-log_likelihood.item(), rel=1e-12)
     for key, expected in zip(("dW1", "db1", "dW2", "db2"), ref):
-        assert bp.rel_error(ours[key], expected) < AUTO, key
+        assert gc.rel_error(ours[key], expected) < AUTO, key
     np.testing.assert_allclose(ours["delta2"], (y_hat.detach().numpy() - v["y"]) / rows, rtol=1e-12)
 
 
@@ -93,7 +95,7 @@ def test_conv_sigmoid_avgpool_closed_forms_match_autograd(n, m, k):
     ours = th.conv_sigmoid_avgpool_gradients(X, K, G)
     np.testing.assert_allclose(ours["P"], P.detach().numpy(), rtol=1e-12)
     for key, ref in (("dS", S.grad), ("dC", C.grad), ("dK", Kt.grad)):
-        assert bp.rel_error(ours[key], ref.numpy()) < AUTO, key
+        assert gc.rel_error(ours[key], ref.numpy()) < AUTO, key
 
 
 def test_conv_sigmoid_avgpool_rejects_odd_sizes_and_wrong_G():
@@ -109,8 +111,8 @@ def test_softmax_ce_gradient_is_q_minus_p_only_for_distributions():
     for p, expected_short in ((r.dirichlet(np.ones(6)), True), (r.uniform(0.2, 1, size=6), False)):
         zt = torch.tensor(z, requires_grad=True)
         (-(torch.tensor(p) * torch.log_softmax(zt, 0)).sum()).backward()
-        assert bp.rel_error(th.softmax_ce_gradient(z, p), zt.grad.numpy()) < AUTO
-        assert (bp.rel_error(th.softmax(z) - p, zt.grad.numpy()) < AUTO) == expected_short
+        assert gc.rel_error(th.softmax_ce_gradient(z, p), zt.grad.numpy()) < AUTO
+        assert (gc.rel_error(th.softmax(z) - p, zt.grad.numpy()) < AUTO) == expected_short
 
 
 def test_sgd_step_matches_torch_optim_sgd():
@@ -136,26 +138,52 @@ def test_ece421_batched_gradients_match_autograd():
     (torch.relu(Zt) * torch.tensor(dY)).sum().backward()
     np.testing.assert_allclose(th.relu_grad(dY, Z), Zt.grad.numpy())
 
-    X, W, b, dZ = r.normal(size=(4, 3)), r.normal(size=(3, 2)), r.normal(size=2), r.normal(size=(4, 2))
+    X, W, b, dZ = r.normal(size=(4, 3)), r.normal(size=(3, 2)), r.normal(size=(1, 2)), r.normal(size=(4, 2))
     t = [torch.tensor(a, requires_grad=True) for a in (X, W, b)]
     ref = torch_grads(((t[0] @ t[1] + t[2]) * torch.tensor(dZ)).sum(), t)
     ours = th.fc_grads(dZ, X, W)
+    assert ours["db"].shape == (1, 2)  # the assignment's bias is a 1 x n row vector
     for key, expected in zip(("dX", "dW", "db"), ref):
-        assert bp.rel_error(ours[key], expected) < AUTO, key
+        assert gc.rel_error(ours[key], expected) < AUTO, key
 
     s = r.normal(size=5)
     J = torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0), torch.tensor(s)).numpy()
-    assert bp.rel_error(th.softmax_jacobian(s), J) < AUTO
+    assert gc.rel_error(th.softmax_jacobian(s), J) < AUTO
 
     Y, Y_hat = np.eye(3)[r.integers(0, 3, size=4)], th.softmax(r.normal(size=(4, 3)))
     Yh = torch.tensor(Y_hat, requires_grad=True)
     (-(torch.tensor(Y) * torch.log(Yh)).sum() / 4).backward()
-    assert bp.rel_error(th.cross_entropy_grad(Y, Y_hat), Yh.grad.numpy()) < AUTO
+    assert gc.rel_error(th.cross_entropy_grad(Y, Y_hat), Yh.grad.numpy()) < AUTO
+
+
+def test_ece421_bias_gradient_is_a_1_by_n_row_against_finite_differences_and_autograd():
+    """ECE 421 1.1.2 defines b in R^{1 x n} and Z = XW + 1^T b with 1 a (1, m) row of
+    ones: dL/db = 1 dL/dZ must have b's shape (1, n), not NumPy's flat (n,)."""
+    r = rng(8)
+    m, n_in, n_out = 5, 4, 3
+    X, W, b = r.normal(size=(m, n_in)), r.normal(size=(n_in, n_out)), r.normal(size=(1, n_out))
+    target = r.normal(size=(m, n_out))
+
+    def loss(b_):  # a scalar loss of Z, so dL/dZ = Z - target
+        return 0.5 * ((th.fc_forward(X, W, b_) - target) ** 2).sum()
+
+    dZ = th.fc_forward(X, W, b) - target
+    db = th.fc_grads(dZ, X, W)["db"]
+    assert db.shape == b.shape == (1, n_out)
+    fd = gc.numerical_gradient(loss, b.copy())
+    assert fd.shape == (1, n_out) and gc.rel_error(db, fd) < gc.FD_TOLERANCE
+    bt = torch.tensor(b, requires_grad=True)
+    (0.5 * ((torch.tensor(X) @ torch.tensor(W) + torch.ones(m, 1, dtype=torch.float64) @ bt
+             - torch.tensor(target)) ** 2).sum()).backward()
+    assert gc.rel_error(db, bt.grad.numpy()) < AUTO
+    np.testing.assert_allclose(db[0], dZ.sum(axis=0), rtol=1e-12)  # the column sums of dL/dZ
+    with pytest.raises(ValueError, match=r"row vector of shape \(1, 3\)"):
+        th.fc_forward(X, W, b[0])
 
 
 def test_autograd_grads_and_check_row():
     x = rng(6).normal(size=3)
-    assert bp.rel_error(th.autograd_grads(lambda x: (x ** 3).sum(), {"x": x})["x"], 3 * x ** 2) < AUTO
+    assert gc.rel_error(th.autograd_grads(lambda x: (x ** 3).sum(), {"x": x})["x"], 3 * x ** 2) < AUTO
     with pytest.raises(ValueError, match="dout"):
         th.autograd_grads(lambda x: x * 2, {"x": x})
     row = th.check_row("p", "q", "c", np.array([1.0]), np.array([1.1]), 1e-8)
@@ -217,12 +245,26 @@ def test_theory_notebook_text_follows_its_parameters_and_the_tolerance_constants
     assert f"$W = {matrix(W)}$, **not** the printed $W = {matrix(printed['W'])}$" in text
     assert f"$\\alpha = {fmt(0.1)}$, **not** the printed $\\alpha = {fmt(printed['lr'])}$" in text
     assert f"$B = {matrix(B)}$, $X = {matrix(X)}$, $P = {matrix(P)}$" in text
-    for quoted in (f"$h = {fmt(bp.FD_STEP, 1)}$", f"$h^2 = {fmt(bp.FD_STEP ** 2, 1)}$",
-                   f"the tolerance is ${fmt(bp.FD_TOLERANCE, 1)}$",
-                   f"the tolerance is ${fmt(bp.AUTOGRAD_TOLERANCE, 1)}$"):
+    for quoted in (f"$h = {fmt(gc.FD_STEP, 1)}$", f"$h^2 = {fmt(gc.FD_STEP ** 2, 1)}$",
+                   f"the tolerance is ${fmt(gc.FD_TOLERANCE, 1)}$",
+                   f"the tolerance is ${fmt(gc.AUTOGRAD_TOLERANCE, 1)}$"):
         assert quoted in text
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "10^{-" not in prose and str(printed["lr"]) in prose  # only the assignment's own values
+
+
+def test_theory_notebook_answers_ece449_problem_2_in_words():
+    """Problem 2 asks for prose: one markdown cell answers 2.1 (one-stage vs multi-stage
+    detectors) and 2.2 (why NMS), naming the mechanisms the answers rest on."""
+    nb = nbformat.read(ROOT / "extras" / "theory_checks.ipynb", as_version=4)
+    cells = [c.source for c in nb.cells
+             if c.cell_type == "markdown" and c.source.startswith("## ECE 449 Problem 2")]
+    assert len(cells) == 1
+    text = cells[0]
+    assert "**2.1" in text and "**2.2" in text
+    for phrase in ("single forward pass", "proposal", "end to end", "IoU", "duplicates", "threshold"):
+        assert phrase in text, phrase
+    assert "ECE 449 P2" in nb.cells[0].source  # listed in the notebook's table of problems
 
 
 def test_theory_notebook_rejects_a_target_that_is_not_a_distribution():

@@ -19,11 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import train as train_module
-from common.data import DeviceBatches
+from common.checkpoints import rng_state
+from common.batches import DeviceBatches
 from common.config import ConfigError
 from common.train import (HISTORY_KEYS, OPTIMIZERS, SCHEDULES, CheckpointError,
                           ConfigMismatchError, autocast_dtype, evaluate, fit, load_history,
-                          make_optimizer, make_scheduler, plan, run_status)
+                          make_optimizer, make_scheduler, run_status)
+from common.plan import plan
 
 STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 HELPER = Path(__file__).with_name("fit_subprocess.py")
@@ -111,27 +113,30 @@ def test_optimizer_settings_reach_torch():
     group = sgd.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (
         0.1, 0.8, True, 1e-3)
-    rms = make_optimizer("rmsprop", params, lr=0.01, momentum=0.9)
+    rms = make_optimizer("rmsprop", params, lr=0.01, momentum=0.9, weight_decay=0.1)
     assert isinstance(rms, torch.optim.RMSprop) and rms.param_groups[0]["momentum"] == 0
-    assert isinstance(make_optimizer("adam", params, lr=1e-3), torch.optim.Adam)
+    assert rms.param_groups[0]["weight_decay"] == 0  # decoupled instead: see the closed form
+    assert isinstance(make_optimizer("adam", params, lr=1e-3), torch.optim.AdamW)
     assert isinstance(make_optimizer("adamw", params, lr=1e-3), torch.optim.AdamW)
     with pytest.raises(ConfigError, match="nesterov=True needs momentum"):
         make_optimizer("sgd", params, lr=0.1, momentum=0.0, nesterov=True)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "adamw", "adam", "rmsprop"])
 def test_weight_decay_step_in_closed_form(name):
-    # A loss with zero gradient isolates the decay. SGD and AdamW shrink the weights
-    # by the factor (1 - lr * wd); Adam's coupled L2 gradient wd * w is normalised
-    # into a step of size lr against the sign of w.
+    # A loss with zero gradient isolates the decay: every optimiser shrinks the weights
+    # by the factor (1 - lr * wd). A coupled L2 term in Adam or RMSProp would instead be
+    # normalised by the gradient's RMS into a step of about lr against the sign of w.
     lr, wd = 0.1, 0.5
     w0 = torch.tensor([2.0, -3.0])
     w = nn.Parameter(w0.clone())
     opt = make_optimizer(name, [w], lr=lr, momentum=0.9, weight_decay=wd)
-    (0 * w).sum().backward()
-    opt.step()
-    expected = w0 - lr * w0.sign() if name == "adam" else w0 * (1 - lr * wd)
-    assert torch.allclose(w.detach(), expected, rtol=1e-6, atol=1e-6)
+    # (Two steps for the adaptive ones: decoupled decay does not go through their momentum,
+    # whereas SGD's momentum buffer carries the first step's decay into the second.)
+    for step in range(1, 2 if name == "sgd" else 3):
+        (0 * w).sum().backward()
+        opt.step()
+        assert torch.allclose(w.detach(), w0 * (1 - lr * wd) ** step, rtol=1e-6, atol=1e-6)
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -261,8 +266,8 @@ def test_fit_matches_a_hand_written_training_loop(tmp_path):
         test_loss, test_acc = manual_evaluate(reference, test)
         assert history["train_loss"][epoch] == pytest.approx(loss_sum / n, rel=1e-6)
         assert history["train_accuracy"][epoch] == hits / n
-        assert history["test_loss"][epoch] == pytest.approx(test_loss, rel=1e-6)
-        assert history["test_accuracy"][epoch] == test_acc
+        assert history["eval_loss"][epoch] == pytest.approx(test_loss, rel=1e-6)
+        assert history["eval_accuracy"][epoch] == test_acc
     for a, b in zip(model.parameters(), reference.parameters()):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -273,11 +278,11 @@ def test_history_files_and_epoch_lines(tmp_path):
     model = tiny_model(dropout=0.3)
     history = fit(model, train, test, run_dir=tmp_path / "run",
                   config={"model": "tiny", "seed": 0}, **{**FIT, "log": lines.append})
-    assert set(history) == set(HISTORY_KEYS) | {"stopped"}
-    assert history["stopped"] is None
+    assert set(history) == set(HISTORY_KEYS) | {"stopped", "eval_split"}
+    assert history["stopped"] is None and history["eval_split"] == "test"
     assert history["epoch"] == [1, 2, 3]
     assert all(len(history[k]) == 3 for k in HISTORY_KEYS)
-    for key in ("train_accuracy", "test_accuracy"):
+    for key in ("train_accuracy", "eval_accuracy"):
         assert all(0 <= a <= 1 for a in history[key])
     assert all(s > 0 for s in history["seconds"])
     assert load_history(tmp_path / "run") == history
@@ -290,8 +295,8 @@ def test_history_files_and_epoch_lines(tmp_path):
     assert len(lines) == 3 and all(pattern.fullmatch(line) for line in lines), lines
     # The last epoch's test metrics are the returned model's, over the whole test set.
     result = evaluate(model, test, "cpu")
-    assert result["loss"] == history["test_loss"][-1]
-    assert result["accuracy"] == history["test_accuracy"][-1]
+    assert result["loss"] == history["eval_loss"][-1]
+    assert result["accuracy"] == history["eval_accuracy"][-1]
 
 
 def test_evaluate_matches_manual_computation_and_restores_mode():
@@ -516,7 +521,7 @@ def test_reuse_slims_a_full_checkpoint_left_by_older_code(tmp_path):
     # What a finished run looked like before final checkpoints: full state in both files.
     last = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     full = {**last, "optimizer": {"state": {}, "param_groups": []}, "scheduler": None,
-            "scaler": {}, "rng": train_module._rng_state()}
+            "scaler": {}, "rng": rng_state()}
     del full["final"]
     torch.save(full, tmp_path / "r" / "last.pt")
     torch.save(full, tmp_path / "r" / "prev.pt")
@@ -685,7 +690,7 @@ def test_plan_counts_images_and_reads_run_status(tmp_path):
 
 
 def test_plan_adds_the_compute_estimate_when_models_are_named():
-    from common.costs import model_flops, t4_estimate
+    from common.plan import model_flops, t4_estimate
 
     lines = []
     totals = plan((r for r in [{"name": "a", "model": "alexnet", "input_size": 32, "epochs": 2,
@@ -703,3 +708,24 @@ def test_force_removes_only_the_runs_own_files(tmp_path):
     keep.write_text("mine")
     fit(tiny_model(), train, test, run_dir=tmp_path / "r", force=True, **{**FIT, "epochs": 1})
     assert keep.read_text() == "mine"
+
+
+def test_lr_multipliers_give_the_head_its_own_lr_and_leave_frozen_weights_out(tmp_path):
+    from common.optim import parameter_groups
+
+    model = tiny_model()
+    head = str(len(model) - 1)  # the last module of the Sequential
+    model[1].weight.requires_grad_(False)
+    groups = parameter_groups(model, 0.01, {head: 10})
+    assert [g["lr"] for g in groups] == [0.01, pytest.approx(0.1)]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model[-1].parameters()}
+    assert id(model[1].weight) not in {id(p) for g in groups for p in g["params"]}
+    with pytest.raises(ConfigError, match="no parameter .* under 'fc'"):
+        parameter_groups(model, 0.01, {"fc": 10})
+    # fit trains with them: the head's lr is 10x the backbone's through a cosine schedule.
+    train, test = make_batches()
+    seen = []
+    fit(model, train, test, run_dir=tmp_path / "r", lr_multipliers={head: 10},
+        on_epoch_end=lambda e, h: seen.append(None), **{**FIT, "epochs": 1, "schedule": "cosine"})
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["fit"]["lr_multipliers"] == {head: 10} and seen

@@ -1,4 +1,5 @@
-"""common.transfer: torchvision ImageNet models, weights files, heads, freezing.
+"""common.transfer, common.weights and common.transfer_runs: torchvision ImageNet
+models, weights files, heads, freezing, and Q3's runs.
 
 No real ImageNet weights exist on the test machines (../shared/data/README.md):
 the loading tests write random state dicts under the official file names into a
@@ -14,10 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from common import transfer
-from common.transfer import (EvalBatchNorm2d, WeightsNotFoundError, WeightsUnreadableError,
-                             apply_freeze, build_transfer_model, checkpoints_dir,
-                             fabricate_weights, layer_groups, param_groups, parameter_counts)
+from common import transfer, weights
+from common.batches import DeviceBatches
+from common.checkpoints import ConfigMismatchError
+from common.transfer import (EvalBatchNorm2d, apply_freeze, build_transfer_model, layer_groups,
+                             normalisation, param_groups, parameter_counts)
+from common.transfer_runs import choose_lr, train_transfer
+from common.weights import (WeightsNotFoundError, WeightsUnreadableError, checkpoints_dir,
+                            fabricate_weights)
 
 ALL = list(transfer.TRANSFER_MODELS)
 HEAD_IN = {"tv_alexnet": 4096, "tv_vgg11_bn": 4096, "tv_vgg16": 4096,
@@ -49,7 +54,7 @@ def test_head_is_replaced_and_the_rest_is_torchvisions(scratch, name):
     assert isinstance(head, nn.Linear) and (head.in_features, head.out_features) == (HEAD_IN[name], 10)
     # Oracle: torchvision's published parameter count of the 1000-class model,
     # minus its 1000-way head, plus a 10-way one.
-    published = transfer.imagenet_weights(name).meta["num_params"]
+    published = weights.imagenet_weights(name).meta["num_params"]
     expected = published - (HEAD_IN[name] + 1) * 1000 + (HEAD_IN[name] + 1) * 10
     assert parameter_counts(model) == {"trainable": expected, "total": expected}
     model.eval()
@@ -101,7 +106,7 @@ def test_pretrained_loads_the_file_under_torch_home(torch_home):
     assert checkpoints_dir() == torch_home / "hub" / "checkpoints"
     [path] = fabricate_weights(checkpoints_dir(), ["tv_resnet18"], seed=3)
     assert path.name == "resnet18-f37072fd.pth"
-    assert transfer.weights_source("tv_resnet18") == "unofficial"  # sha256 differs from the name's
+    assert weights.weights_source("tv_resnet18") == "unofficial"  # sha256 differs from the name's
     saved = torch.load(path, weights_only=True)
     torch.manual_seed(0)
     model = build_transfer_model("tv_resnet18", pretrained=True)
@@ -123,7 +128,7 @@ def test_hash_check_tells_official_files_from_others(tmp_path):
     good, bad = tmp_path / f"model-{digest[:8]}.pth", tmp_path / "model-00000000.pth"
     good.write_bytes(data)
     bad.write_bytes(data)
-    assert transfer.file_hash_matches(good) and not transfer.file_hash_matches(bad)
+    assert weights.file_hash_matches(good) and not weights.file_hash_matches(bad)
 
 
 def test_missing_weights_offline_names_the_file_and_folder(torch_home, monkeypatch):
@@ -132,7 +137,7 @@ def test_missing_weights_offline_names_the_file_and_folder(torch_home, monkeypat
     # torch.hub looks the function up in its own module at call time.
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     folder = torch_home / "hub" / "checkpoints"
-    assert transfer.weights_source("tv_alexnet") == "missing"
+    assert weights.weights_source("tv_alexnet") == "missing"
     with pytest.raises(WeightsNotFoundError) as info:
         build_transfer_model("tv_alexnet", pretrained=True)
     msg = str(info.value)
@@ -145,7 +150,7 @@ def test_missing_weights_offline_names_the_file_and_folder(torch_home, monkeypat
 
 
 def test_unreadable_weights_file_is_named(torch_home):
-    path = transfer.weights_file("tv_resnet18")
+    path = weights.weights_file("tv_resnet18")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"truncated download")
     with pytest.raises(WeightsUnreadableError, match="resnet18-f37072fd.pth.*delete it"):
@@ -244,10 +249,6 @@ def test_param_groups_give_discriminative_rates_to_trainable_parameters_only():
 
 
 def test_a_run_is_never_reused_with_other_weights(torch_home, tmp_path):
-    from common.data import DeviceBatches
-    from common.train import ConfigMismatchError
-    from common.transfer import normalisation, train_transfer
-
     fabricate_weights(checkpoints_dir(), ["tv_resnet18"], seed=1)
     mean, std = normalisation("tv_resnet18")
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
@@ -260,3 +261,21 @@ def test_a_run_is_never_reused_with_other_weights(torch_home, tmp_path):
     fabricate_weights(checkpoints_dir(), ["tv_resnet18"], seed=2, overwrite=True)
     with pytest.raises(ConfigMismatchError, match="weights_sha256"):
         train_transfer("tv_resnet18", **args)
+
+
+def trial(lr, accuracy, stopped=None, split="validation"):
+    return {"lr": lr, "eval_split": split,
+            "history": {"eval_accuracy": [0.1, accuracy], "stopped": stopped}}
+
+
+def test_choose_lr_ties_go_to_the_smaller_rate_and_diverged_runs_never_win():
+    # Listed largest first, as the notebook's candidates are: the tie still goes to 0.001.
+    lr, rows = choose_lr([trial(0.1, 0.9, stopped="loss nan"), trial(0.01, 0.5), trial(0.001, 0.5)])
+    assert lr == 0.001
+    assert [r["lr"] for r in rows] == [0.1, 0.01, 0.001]  # rows keep the order given
+    assert rows[0] == {"lr": 0.1, "val_accuracy": 0.9, "stopped": "loss nan"}
+    assert choose_lr([trial(0.01, 0.6), trial(0.001, 0.5)])[0] == 0.01
+    with pytest.raises(RuntimeError, match="every learning-rate candidate diverged"):
+        choose_lr([trial(0.1, 0.9, stopped="loss nan")])
+    with pytest.raises(ValueError, match="validation split only"):
+        choose_lr([trial(0.01, 0.6, split="test")])

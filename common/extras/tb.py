@@ -5,10 +5,10 @@
     fig = plot_scalars({"baseline": scalars})                          # the same curves inline
 
 The events are written from the history dict `common.train.fit` returns (or
-`load_history` reads), not from inside the training loop, so a resumed or reused
-run gets complete event files too. `tensorboard --logdir <results_dir>/tensorboard`
-shows them; the inline figure is drawn from the files as read back, so it shows
-exactly what TensorBoard shows.
+`common.train.load_history` reads), not from inside the training loop, so a
+resumed or reused run gets complete event files too. `tensorboard --logdir
+<results_dir>/tensorboard` shows them; the inline figure is drawn from the files
+as read back, so it shows exactly what TensorBoard shows.
 """
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from ..plots import save_figure
 
 __all__ = ["history_tags", "write_history", "read_scalars", "plot_scalars"]
 
@@ -24,9 +30,10 @@ __all__ = ["history_tags", "write_history", "read_scalars", "plot_scalars"]
 def history_tags(eval_name: str = "val") -> dict[str, str]:
     """History key -> TensorBoard tag. Grouping by metric ("loss/train", "loss/val")
     puts the train and held-out curves of a run in one TensorBoard section.
-    `eval_name` names what fit's `test_batches` were (here the validation split)."""
-    return {"train_loss": "loss/train", "test_loss": f"loss/{eval_name}",
-            "train_accuracy": "accuracy/train", "test_accuracy": f"accuracy/{eval_name}",
+    `eval_name` names the split of the history's eval_* columns (the validation
+    split in the extras, hence "val")."""
+    return {"train_loss": "loss/train", "eval_loss": f"loss/{eval_name}",
+            "train_accuracy": "accuracy/train", "eval_accuracy": f"accuracy/{eval_name}",
             "lr": "lr"}
 
 
@@ -37,8 +44,6 @@ def write_history(history: Mapping, log_dir: str | os.PathLike, *, eval_name: st
     (a re-run of the notebook) never leaves two copies of its curves. Steps are
     the 1-based epoch numbers of history["epoch"]. Returns log_dir.
     """
-    from torch.utils.tensorboard import SummaryWriter
-
     log_dir = Path(log_dir)
     if "epoch" not in history:
         raise ValueError("history has no 'epoch' list; pass the dict common.train.fit returns")
@@ -58,8 +63,6 @@ def write_history(history: Mapping, log_dir: str | os.PathLike, *, eval_name: st
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every scalar series in the event files of `log_dir`, read with TensorBoard's own
     EventAccumulator: tag -> (steps int array, values float array), in step order."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     log_dir = Path(log_dir)
     if not any(log_dir.glob("events.out.tfevents.*")):
         raise FileNotFoundError(f"no TensorBoard event files in {log_dir}")
@@ -78,11 +81,6 @@ def plot_scalars(runs: Mapping[str, Mapping[str, tuple]], *, title: str | None =
     """Loss and accuracy panels, as TensorBoard draws them, for one or more runs read by
     `read_scalars`. Held-out curves solid, training curves dashed; one colour per run
     (per split when there is a single run)."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    from .plots import save_figure
-
     if not runs:
         raise ValueError("plot_scalars: runs is empty; pass {label: read_scalars(log_dir)}")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")

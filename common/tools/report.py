@@ -22,11 +22,17 @@ visible warning above the first cell, so raw `$...$` never reaches a report unno
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter, PDFExporter, WebPDFExporter
+
+from ..files import atomic_write
 
 RENDERERS = ("chromium", "webpdf", "latex")
 
@@ -119,9 +125,6 @@ def _with_print_layout(html: str) -> str:
 
 def notebook_html(notebook: str | os.PathLike, *, no_input: bool = False) -> str:
     """The notebook as one self-contained HTML page laid out for printing."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
     nb = nbformat.read(str(notebook), as_version=4)
     html, _ = HTMLExporter(**_exporter_options(no_input)).from_notebook_node(nb)
     return _with_print_layout(html)
@@ -169,7 +172,12 @@ def _is_pdf(path: Path) -> bool:
         return f.read(5) == b"%PDF-"
 
 
-def _render_chromium(notebook: Path, pdf: Path, no_input: bool) -> None:
+def _is_pdf_data(data) -> bool:
+    return isinstance(data, bytes) and len(data) >= 100 and data.startswith(b"%PDF-")
+
+
+# Each renderer returns the PDF's bytes; render_pdf writes the first good one.
+def _render_chromium(notebook: Path, no_input: bool) -> bytes:
     browser = find_browser()
     if browser is None:
         raise ReportError("no chromium, chromium-browser, google-chrome or chrome on PATH")
@@ -177,45 +185,40 @@ def _render_chromium(notebook: Path, pdf: Path, no_input: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="report-html-") as tmp:
         page = Path(tmp) / (notebook.stem + ".html")
         page.write_text(html, encoding="utf-8")
+        pdf = Path(tmp) / (notebook.stem + ".pdf")
         chromium_print(page, pdf, browser)
+        return pdf.read_bytes()
 
 
-def _render_webpdf(notebook: Path, pdf: Path, no_input: bool) -> None:
-    import importlib.util
+class _PrintLayoutWebPDF(WebPDFExporter):
+    def run_playwright(self, html):
+        return super().run_playwright(_with_print_layout(html))
 
+
+def _render_webpdf(notebook: Path, no_input: bool) -> bytes:
     if importlib.util.find_spec("playwright") is None:
         raise ReportError("Playwright is not installed")
-    import nbformat
-    from nbconvert import WebPDFExporter
-
-    class PrintLayoutWebPDF(WebPDFExporter):
-        def run_playwright(self, html):
-            return super().run_playwright(_with_print_layout(html))
-
     nb = nbformat.read(str(notebook), as_version=4)
     options = _exporter_options(no_input)
     del options["template_name"]  # keep nbconvert's "webpdf" template, which paginates
     # Chromium's sandbox refuses to start as root, which is how Colab runs.
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     # page_render_timeout gives MathJax a moment after the network goes idle.
-    exporter = PrintLayoutWebPDF(page_render_timeout=1500, disable_sandbox=as_root, **options)
+    exporter = _PrintLayoutWebPDF(page_render_timeout=1500, disable_sandbox=as_root, **options)
     data, _ = exporter.from_notebook_node(nb)
-    pdf.write_bytes(data)
+    return data
 
 
-def _render_latex(notebook: Path, pdf: Path, no_input: bool) -> None:
+def _render_latex(notebook: Path, no_input: bool) -> bytes:
     missing = [tool for tool in ("xelatex", "pandoc") if shutil.which(tool) is None]
     if missing:
         raise ReportError(f"{' and '.join(missing)} not on PATH")
-    import nbformat
-    from nbconvert import PDFExporter
-
     nb = nbformat.read(str(notebook), as_version=4)
     options = dict(exclude_input=True, exclude_input_prompt=True,
                    exclude_output_prompt=True) if no_input else {}
     data, _ = PDFExporter(**options).from_notebook_node(
         nb, resources={"metadata": {"path": str(notebook.parent)}})
-    pdf.write_bytes(data)
+    return data
 
 
 _RENDER = {"chromium": _render_chromium, "webpdf": _render_webpdf, "latex": _render_latex}
@@ -235,23 +238,19 @@ def render_pdf(notebook: str | os.PathLike, pdf: str | os.PathLike, *, no_input:
     if renderer != "auto" and renderer not in RENDERERS:
         raise ReportError(f"renderer={renderer!r}: use 'auto' or one of {', '.join(RENDERERS)}")
     order = RENDERERS if renderer == "auto" else (renderer,)
-    pdf.parent.mkdir(parents=True, exist_ok=True)
-    # Render to a temporary name: a failed attempt never leaves a stale or
-    # half-written PDF where the zip step would pick it up.
-    partial = pdf.with_name(pdf.stem + ".partial.pdf")
     failures = []
     for name in order:
-        partial.unlink(missing_ok=True)
         try:
-            _RENDER[name](notebook, partial, no_input)
+            data = _RENDER[name](notebook, no_input)
         except Exception as err:  # each renderer fails in its own way; report them all
             failures.append(f"  {name}: {err}\n    to get it: {HOW_TO_GET[name]}")
             continue
-        if _is_pdf(partial):
-            os.replace(partial, pdf)
+        # Written only once it is known to be a PDF, and atomically: a failed
+        # attempt never leaves a stale or half-written PDF for the zip step.
+        if _is_pdf_data(data):
+            atomic_write(pdf, data)
             return name
         failures.append(f"  {name}: wrote no PDF\n    to get it: {HOW_TO_GET[name]}")
-    partial.unlink(missing_ok=True)
     raise ReportError(f"could not make {pdf.name} from {notebook}. Tried:\n" + "\n".join(failures))
 
 

@@ -1,8 +1,8 @@
 """Execute notebooks end to end with papermill: the engine of `make smoke` and
 `make all`.
 
-    python -m common.run --profile profiles/smoke.yaml Q1/Q1.ipynb Q2/Q2.ipynb
-    python -m common.run --profile profiles/full.yaml --set epochs=5 Q2/Q2.ipynb
+    python -m common.tools.run --profile profiles/smoke.yaml Q1/Q1.ipynb Q2/Q2.ipynb
+    python -m common.tools.run --profile profiles/full.yaml --set epochs=5 Q2/Q2.ipynb
 
 A profile is YAML with `defaults` (parameters for every notebook) and
 `notebooks` (per-notebook parameters, keyed by path). On top of those the runner
@@ -20,9 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+import papermill as pm
 import yaml
+from jupyter_client.kernelspec import KernelSpecManager
 
-from .config import ROOT
+from ..config import ROOT
 
 BUILD = ROOT / "build"
 RUNS = ROOT / "runs"
@@ -88,8 +90,6 @@ def notebook_parameters(profile: dict, notebook: Path, data_dir: str, overrides:
 
 def check_overrides(overrides: dict, notebooks: list[Path]) -> None:
     """A mistyped --set key would otherwise be dropped without a word."""
-    import papermill as pm
-
     declared = set().union(*(pm.inspect_notebook(str(nb)) for nb in notebooks))
     unknown = sorted(set(overrides) - declared)
     if unknown:
@@ -101,8 +101,6 @@ def check_overrides(overrides: dict, notebooks: list[Path]) -> None:
 def check_kernel(kernel: str | None) -> None:
     if kernel is None:
         return
-    from jupyter_client.kernelspec import KernelSpecManager
-
     known = KernelSpecManager().find_kernel_specs()
     if kernel not in known:
         raise RunError(f"no Jupyter kernel named {kernel!r} (known: {', '.join(sorted(known))}). "
@@ -113,8 +111,6 @@ def run_notebook(notebook: Path, params: dict, kernel: str | None,
                  build_dir: Path = BUILD) -> Path:
     """Execute one notebook into build_dir; a failing cell raises RunError
     naming the notebook and the cell."""
-    import papermill as pm
-
     rel = notebook_id(notebook)
     output = build_dir / rel
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +135,7 @@ def run_notebook(notebook: Path, params: dict, kernel: str | None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m common.run", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m common.tools.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="+", help="notebook paths, relative to the bundle root")
     ap.add_argument("--profile", required=True, help="a YAML file in profiles/")
     ap.add_argument("--data-dir", default="data", help="where datasets are found or cached")

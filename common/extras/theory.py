@@ -12,18 +12,20 @@
 
 Each function follows the layout its assignment writes: CIS 520 and ECE 421
 put examples in rows (z = xW + b, W of shape (in, out)); ECE 449 problem 5
-uses column vectors (Z = WX + B). `autograd_grads` is the independent
-reference the notebook compares against; torch is imported only there.
-sigmoid, softmax and the softmax cross-entropy are common.backprop's layers,
-reshaped to the problems' single vectors.
+uses column vectors (Z = WX + B); ECE 421's bias b is a 1 x n row vector,
+and so is its gradient. `autograd_grads` is the independent reference the
+notebook compares against. sigmoid, softmax and the softmax cross-entropy are
+common.backprop's layers, reshaped to the problems' single vectors.
 """
 from __future__ import annotations
 
 from typing import Callable, Mapping
 
 import numpy as np
+import torch
 
-from . import backprop as bp
+from .. import backprop as bp
+from ..gradcheck import rel_error
 
 __all__ = [
     "sigmoid", "softplus", "cis520_forward", "cis520_gradients",
@@ -215,14 +217,18 @@ def relu_grad(dY: np.ndarray, Z: np.ndarray) -> np.ndarray:
 
 
 def fc_forward(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Z = X W + 1^T b. X: (m, n_in); W: (n_in, n_out); b: (n_out,) -> Z (m, n_out)."""
-    return X @ W + b
+    """Z = X W + 1^T b. X: (m, n_in); W: (n_in, n_out); b: (1, n_out), the assignment's
+    row vector -> Z (m, n_out). 1 is a (1, m) row of ones, so 1^T b repeats b in every row."""
+    b = np.asarray(b)
+    if b.shape != (1, W.shape[1]):
+        raise ValueError(f"b has shape {b.shape}; ECE 421's bias is a row vector of shape (1, {W.shape[1]})")
+    return X @ W + np.ones((X.shape[0], 1)) @ b
 
 
 def fc_grads(dZ: np.ndarray, X: np.ndarray, W: np.ndarray) -> dict:
-    """dL/dW = X^T dZ (n_in, n_out); dL/db = 1 dZ, the column sums (n_out,);
-    dL/dX = dZ W^T (m, n_in)."""
-    return {"dW": X.T @ dZ, "db": dZ.sum(axis=0), "dX": dZ @ W.T}
+    """dL/dW = X^T dZ (n_in, n_out); dL/db = 1 dZ, the column sums as a (1, n_out)
+    row, the shape of b; dL/dX = dZ W^T (m, n_in)."""
+    return {"dW": X.T @ dZ, "db": np.ones((1, dZ.shape[0])) @ dZ, "dX": dZ @ W.T}
 
 
 def softmax_jacobian(s: np.ndarray) -> np.ndarray:
@@ -253,8 +259,6 @@ def autograd_grads(fn: Callable, inputs: Mapping[str, np.ndarray], wrt=None,
     giving the vector-Jacobian product a backward pass computes. `wrt` names the
     inputs to differentiate (default: all). Returns {name: ndarray}.
     """
-    import torch
-
     wrt = list(inputs) if wrt is None else list(wrt)
     tensors = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=k in wrt)
                for k, v in inputs.items()}
@@ -271,8 +275,8 @@ def autograd_grads(fn: Callable, inputs: Mapping[str, np.ndarray], wrt=None,
 
 def check_row(part: str, quantity: str, comparison: str, analytic, reference,
               tolerance: float) -> dict:
-    """One line of a check table: rel_error (common.backprop) of `analytic` against
+    """One line of a check table: rel_error (common.gradcheck) of `analytic` against
     `reference`, and whether it is within `tolerance`."""
-    error = bp.rel_error(analytic, reference)
+    error = rel_error(analytic, reference)
     return {"part": part, "quantity": quantity, "comparison": comparison, "error": error,
             "tolerance": tolerance, "passed": bool(error <= tolerance)}

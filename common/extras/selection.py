@@ -7,8 +7,9 @@
     result = evaluate(model, test_batches, device, predictions=True)   # the test set, once
     analysis = confusion_analysis(confusion_matrix(...), classes)
 
-`run_grid` and `select_best` take no test data at all: the choice can only
-depend on the training and validation splits.
+`run_grid` and `train_run` take no test data at all, and the choice is
+common.experiments.select_best of the validation accuracies: it can only depend
+on the training and validation splits.
 """
 from __future__ import annotations
 
@@ -16,43 +17,31 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["select_best", "train_run", "run_grid", "plot_grid_heatmap", "confusion_analysis",
+from ..experiments import select_best, train_or_reuse
+from ..plots import save_figure
+from .tb import write_history
+
+__all__ = ["train_run", "run_grid", "plot_grid_heatmap", "confusion_analysis",
            "describe_confusions", "SIMILAR_GROUPS"]
-
-
-def select_best(val_scores: Sequence[float]) -> int:
-    """Index of the highest validation score (higher is better). Ties go to the
-    earliest entry; NaN (a run that stopped before finishing an epoch) never wins.
-    Takes validation scores only, so nothing else can influence the choice."""
-    scores = np.asarray(val_scores, dtype=np.float64)
-    if scores.ndim != 1 or scores.size == 0:
-        raise ValueError(f"select_best needs a non-empty list of validation scores, got {val_scores!r}")
-    if np.all(np.isnan(scores)):
-        raise ValueError("select_best: every run lacks a validation score (all stopped early)")
-    return int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
 
 
 def train_run(name: str, make_model: Callable[[], Any], train_batches, val_batches, *,
               runs_dir: str | os.PathLike, seed: int, device, fit_options: Mapping[str, Any],
               config: Mapping[str, Any] | None = None, tb_dir: str | os.PathLike | None = None,
               log: Callable[[str], None] = print):
-    """Seed, build, and `fit` one model in runs_dir/name, evaluating on the validation
+    """`train_or_reuse` of one model in runs_dir/name, evaluated on the validation
     batches each epoch; a finished run is reused (weights loaded, nothing trained).
     With tb_dir, the history is also written as TensorBoard events in tb_dir/name.
     Returns (model, history)."""
-    from .config import seed_everything
-    from .train import fit
-
-    seed_everything(seed)
-    model = make_model()
     log(f"--- {name}")
-    history = fit(model, train_batches, val_batches, run_dir=Path(runs_dir) / name,
-                  device=device, config={**(config or {}), "run": name, "seed": seed},
-                  log=log, **fit_options)
+    model, history = train_or_reuse(make_model, train_batches, val_batches,
+                                    run_dir=Path(runs_dir) / name, seed=seed, eval_split="validation",
+                                    config={**(config or {}), "run": name}, log=log, device=device,
+                                    **fit_options)
     if tb_dir is not None:
-        from .tb import write_history
         write_history(history, Path(tb_dir) / name, eval_name="val")
     return model, history
 
@@ -80,8 +69,8 @@ def run_grid(grid: Sequence[Mapping[str, Any]], make_model: Callable[[Mapping[st
                                log=log)
         done = len(history["epoch"]) > 0
         rows.append({"name": name, "options": dict(options),
-                     "val_accuracy": history["test_accuracy"][-1] if done else float("nan"),
-                     "val_loss": history["test_loss"][-1] if done else float("nan"),
+                     "val_accuracy": history["eval_accuracy"][-1] if done else float("nan"),
+                     "val_loss": history["eval_loss"][-1] if done else float("nan"),
                      "epochs": len(history["epoch"]), "stopped": history.get("stopped")})
     return {"rows": rows, "best": select_best([r["val_accuracy"] for r in rows])}
 
@@ -96,10 +85,6 @@ def plot_grid_heatmap(rows: Sequence[Mapping[str, Any]], *, row_keys: Sequence[s
                       save_to: str | os.PathLike | None = None):
     """Validation accuracy (%) of a grid as a heatmap: one row per combination of
     `row_keys`, one column per value of `col_key`, the best cell outlined."""
-    import matplotlib.pyplot as plt
-
-    from .plots import save_figure
-
     def key(options, keys):
         return tuple(str(options[k]) for k in keys)
 

@@ -1,8 +1,8 @@
 """What the grader receives: PDF reports, a checked bundle, one zip.
 
-    python -m common.submit report                 # build/Qn/Qn.pdf and Qn_report.pdf
-    python -m common.submit check                  # is everything there? lists what is not
-    python -m common.submit zip --id 21123456D     # check, PDFs, then 21123456D.zip
+    python -m common.tools.submit report              # build/Qn/Qn.pdf and Qn_report.pdf
+    python -m common.tools.submit check               # is everything there? lists what is not
+    python -m common.tools.submit zip --id 21123456D  # check, PDFs, then 21123456D.zip
 
 `make report`, `make check` and `make zip ID=...` call these.
 
@@ -32,7 +32,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ROOT
+import nbformat
+
+from ..config import ROOT
+from ..files import atomic_write
+from .report import ReportError, find_mathjax, render_reports, report_paths
 
 QUESTIONS = ("Q1", "Q2", "Q3")
 # The assignment's sub-questions, and those whose answers include figures
@@ -50,6 +54,8 @@ NEEDED = ("readme.txt", "requirements.txt", "common")
 # inside a packed folder must not leak either).
 SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".git", ".venv",
              "data", "runs", "build"}
+# ...except a Python package that happens to be named so (common/data/): that is code.
+DATA_LIKE_DIRS = {"data", "runs", "build"}
 SKIP_SUFFIXES = {".pyc", ".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz", ".pkl",
                  ".pickle", ".bin", ".h5", ".tar", ".gz", ".xz", ".bz2", ".zip", ".rar",
                  ".7z", ".partial", ".tmp"}
@@ -85,8 +91,6 @@ def locate(question: str, root: Path = ROOT) -> Work | None:
 
 
 def _has_outputs(path: Path) -> bool:
-    import nbformat
-
     nb = nbformat.read(str(path), as_version=4)
     return any(c.cell_type == "code" and c.get("execution_count") for c in nb.cells)
 
@@ -102,8 +106,6 @@ def _rel(path: Path, root: Path) -> str:
 
 def notebook_problems(path: Path) -> list[str]:
     """Error outputs, papermill's error banner and cells that never ran."""
-    import nbformat
-
     nb = nbformat.read(str(path), as_version=4)
     problems = []
     if (nb.metadata.get("papermill") or {}).get("exception"):
@@ -240,7 +242,9 @@ def _packable(path: Path) -> bool:
 def _walk(folder: Path):
     """Files under `folder`, skipping caches, data, checkpoints and hidden files."""
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (
+            d not in SKIP_DIRS
+            or d in DATA_LIKE_DIRS and (Path(dirpath) / d / "__init__.py").is_file()))
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if _packable(path) and path.is_file():
@@ -250,8 +254,6 @@ def _walk(folder: Path):
 def zip_entries(found: dict[str, Work], root: Path = ROOT, *, with_extras: bool = False,
                 smoke: tuple = ()) -> dict[str, Path | bytes]:
     """Archive name -> source file (or bytes). Names are relative, POSIX style."""
-    from .report import report_paths
-
     entries: dict[str, Path | bytes] = {}
     for q, work in found.items():
         entries[f"{q}/{q}.ipynb"] = work.notebook
@@ -280,22 +282,20 @@ def zip_entries(found: dict[str, Work], root: Path = ROOT, *, with_extras: bool 
 
 
 def write_zip(path: Path, entries: dict[str, Path | bytes]) -> Path:
-    tmp = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-        for name in sorted(entries):
-            source = entries[name]
-            if isinstance(source, bytes):
-                zf.writestr(name, source)
-            else:
-                zf.write(source, arcname=name)
-    os.replace(tmp, path)
-    return path
+    def write(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+            for name in sorted(entries):
+                source = entries[name]
+                if isinstance(source, bytes):
+                    zf.writestr(name, source)
+                else:
+                    zf.write(source, arcname=name)
+
+    return atomic_write(path, write)
 
 
 def ensure_reports(found: dict[str, Work], *, renderer: str = "auto") -> None:
     """Render a notebook's PDFs when they are missing or older than the notebook."""
-    from .report import render_reports, report_paths
-
     for q, work in found.items():
         stamp = work.notebook.stat().st_mtime
         pdfs = report_paths(work.notebook).values()
@@ -346,7 +346,7 @@ def _print_check(found, problems, allow_smoke, root) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m common.submit", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m common.tools.submit", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="PDFs of the executed notebooks")
     rep.add_argument("notebooks", nargs="*", help="executed notebooks (default: every question's)")
@@ -363,8 +363,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     root = args.root.resolve()
-    from .report import ReportError, find_mathjax, render_reports
-
     try:
         if args.command == "report":
             notebooks = [Path(n) for n in args.notebooks] or [

@@ -5,6 +5,12 @@
     loss, grads = mlp_loss(params, x, y, "relu")          # x (N, 784) float, y (N,) int
     history = train(params, x_tr, y_tr, x_val, y_val, activation="relu", epochs=5,
                     batch_size=64, lr=0.05, momentum=0.9)
+    run = train_or_load(combo, data, runs_dir=..., epochs=5, batch_size=64, seed=0)
+
+Choosing among combinations is common.experiments.select_best of their
+validation accuracies; run folders are named by common.experiments.run_id.
+Training itself uses no autograd: torch is only the independent reference of
+the gradient checks.
 
 Parameters live in one dict: "W1" (H1, D), "b1" (H1,), "W2" ... in PyTorch's
 nn.Linear layout (backprop.py's), plus "alpha1", ... (per-unit slopes) for
@@ -16,21 +22,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
+import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
-from . import backprop as bp
-from .selection import select_best  # noqa: F401  (re-exported: choose on validation)
+from .. import backprop as bp
+from ..experiments import run_id
+from ..files import atomic_write, read_json, to_jsonable, write_json
+from ..gradcheck import numerical_gradient, rel_error
+from ..plots import save_figure
 
 __all__ = ["ACTIVATIONS", "init_mlp", "mlp_forward", "mlp_backward", "mlp_loss", "mlp_autograd",
            "sgd_momentum_step", "evaluate", "train", "flatten_images", "layer_checks",
-           "network_checks", "train_or_load", "run_settings", "settings_digest", "select_best",
-           "combo_name", "plot_iteration_loss", "blas_threads"]
+           "network_checks", "train_or_load", "run_settings", "combo_name", "plot_iteration_loss",
+           "blas_threads"]
 
 ACTIVATIONS = ("relu", "prelu", "sigmoid", "tanh")
 PRELU_INIT = 0.25  # He et al. (2015)'s initial slope, also torch.nn.PReLU's
@@ -128,9 +139,6 @@ def mlp_loss(params: dict, x: np.ndarray, y: np.ndarray, activation: str = "relu
 def mlp_autograd(params: dict, x: np.ndarray, y: np.ndarray, activation: str = "relu"):
     """The independent reference: the same network in torch float64 (F.linear,
     F.prelu, F.cross_entropy), gradients by autograd. Returns (loss, grads)."""
-    import torch
-    import torch.nn.functional as F
-
     t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
     acts = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
     h = torch.tensor(x, dtype=torch.float64)
@@ -267,9 +275,6 @@ def layer_checks(seed: int = 0, n: int = 4, d: int = 6, m: int = 5) -> list[dict
     """Every layer's backward pass against centred finite differences and torch
     autograd, with a random upstream gradient. One row per (layer, input):
     layer, wrt, fd_error, autograd_error (rel_error)."""
-    import torch
-    import torch.nn.functional as F
-
     rng = np.random.default_rng(seed)
     x = _away_from_kink(rng.normal(size=(n, d)))
     w, b = rng.normal(size=(m, d)), rng.normal(size=m)
@@ -286,14 +291,14 @@ def layer_checks(seed: int = 0, n: int = 4, d: int = 6, m: int = 5) -> list[dict
         return [g.numpy() for g in torch.autograd.grad(out, ts)]
 
     def add(layer, wrt, analytic, fd, auto):
-        rows.append({"layer": layer, "wrt": wrt, "fd_error": bp.rel_error(analytic, fd),
-                     "autograd_error": bp.rel_error(analytic, auto)})
+        rows.append({"layer": layer, "wrt": wrt, "fd_error": rel_error(analytic, fd),
+                     "autograd_error": rel_error(analytic, auto)})
 
     out, cache = bp.linear_forward(x, w, b)
     dx, dw, db = bp.linear_backward(dout_nm, cache)
     auto = ref(lambda a, c, e: F.linear(a, c, e), [x, w, b], dout_nm)
     for name, analytic, arr, a_ref in (("x", dx, x, auto[0]), ("W", dw, w, auto[1]), ("b", db, b, auto[2])):
-        fd = bp.numerical_gradient(
+        fd = numerical_gradient(
             lambda v, name=name: bp.linear_forward(v if name == "x" else x, v if name == "W" else w,
                                                    v if name == "b" else b)[0],
             arr.copy(), dout_nm)
@@ -304,20 +309,20 @@ def layer_checks(seed: int = 0, n: int = 4, d: int = 6, m: int = 5) -> list[dict
                                  ("tanh", bp.tanh_forward, bp.tanh_backward, torch.tanh)):
         _, cache = fwd(x)
         analytic = bwd(dout_nd, cache)
-        fd = bp.numerical_gradient(lambda v, fwd=fwd: fwd(v)[0], x.copy(), dout_nd)
+        fd = numerical_gradient(lambda v, fwd=fwd: fwd(v)[0], x.copy(), dout_nd)
         add(layer, "x", analytic, fd, ref(tfn, [x], dout_nd)[0])
 
     _, cache = bp.prelu_forward(x, alpha)
     dx, dalpha = bp.prelu_backward(dout_nd, cache)
     auto = ref(F.prelu, [x, alpha], dout_nd)
-    add("prelu", "x", dx, bp.numerical_gradient(lambda v: bp.prelu_forward(v, alpha)[0], x.copy(), dout_nd),
+    add("prelu", "x", dx, numerical_gradient(lambda v: bp.prelu_forward(v, alpha)[0], x.copy(), dout_nd),
         auto[0])
     add("prelu", "alpha", dalpha,
-        bp.numerical_gradient(lambda v: bp.prelu_forward(x, v)[0], alpha.copy(), dout_nd), auto[1])
+        numerical_gradient(lambda v: bp.prelu_forward(x, v)[0], alpha.copy(), dout_nd), auto[1])
 
     _, cache = bp.cross_entropy_forward(z, labels)
     dz = bp.cross_entropy_backward(1.0, cache)
-    fd = bp.numerical_gradient(lambda v: bp.cross_entropy_forward(v, labels)[0], z.copy())
+    fd = numerical_gradient(lambda v: bp.cross_entropy_forward(v, labels)[0], z.copy())
     auto = ref(lambda a: F.cross_entropy(a, torch.as_tensor(labels)), [z], None)
     add("softmax cross-entropy", "logits", dz, fd, auto[0])
     return rows
@@ -341,10 +346,10 @@ def network_checks(sizes: Sequence[int] = (8, 7, 6, 4), n: int = 5, seed: int = 
         for k in params:
             def loss_of(v, k=k):
                 return mlp_loss({**params, k: v}, x, y, activation)[0]
-            fd = bp.numerical_gradient(loss_of, params[k].copy())
+            fd = numerical_gradient(loss_of, params[k].copy())
             rows.append({"activation": activation, "param": k,
-                         "fd_error": bp.rel_error(grads[k], fd),
-                         "autograd_error": bp.rel_error(grads[k], auto[k])})
+                         "fd_error": rel_error(grads[k], fd),
+                         "autograd_error": rel_error(grads[k], auto[k])})
     return rows
 
 
@@ -370,8 +375,9 @@ def _data_digest(data: dict) -> str:
 
 
 def run_settings(combo: dict, data: dict, *, epochs: int, batch_size: int, seed: int) -> dict:
-    """Everything that decides a run's outcome, as plain JSON values: the combination,
-    the layer sizes, epochs, batch size, seed, the data sizes and a data fingerprint."""
+    """Everything that decides a run's outcome, as plain JSON values (equal to what
+    run.json reads back): the combination, the layer sizes, epochs, batch size, seed,
+    the data sizes and a data fingerprint."""
     x_tr, y_tr = data["train"]
     x_val, y_val = data["val"]
     hidden = combo["hidden"] if isinstance(combo["hidden"], (list, tuple)) else [combo["hidden"]]
@@ -379,12 +385,7 @@ def run_settings(combo: dict, data: dict, *, epochs: int, batch_size: int, seed:
     settings = {**combo, "hidden": [int(h) for h in hidden], "sizes": sizes, "epochs": int(epochs),
                 "batch_size": int(batch_size), "seed": int(seed), "n_train": len(x_tr),
                 "n_val": len(x_val), "data": _data_digest(data)}
-    return json.loads(json.dumps(settings, sort_keys=True))
-
-
-def settings_digest(settings: dict) -> str:
-    """8 hex digits identifying `settings` (see run_settings), for a folder name."""
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4).hexdigest()
+    return to_jsonable(settings)
 
 
 def train_or_load(combo: dict, data: dict, *, runs_dir: str | Path, epochs: int, batch_size: int,
@@ -393,17 +394,17 @@ def train_or_load(combo: dict, data: dict, *, runs_dir: str | Path, epochs: int,
     on data["val"] (each an (x, y) pair), or reuse the run finished earlier with the same
     settings.
 
-    Each run has its own folder, runs_dir/<combo_name>_<settings digest>, holding
+    Each run has its own folder, runs_dir/<combo_name>_<settings digest> (run_id), holding
     params.npz and run.json (the full settings and the history). Different settings
     (a smoke run, other epochs, data or seed) land in a different folder, so they
     never overwrite a finished run, and going back to earlier settings reuses it.
     Returns {"combo", "history", "params", "reused", "run_dir"}.
     """
     settings = run_settings(combo, data, epochs=epochs, batch_size=batch_size, seed=seed)
-    run_dir = Path(runs_dir) / f"{combo_name(combo)}_{settings_digest(settings)}"
+    run_dir = Path(runs_dir) / run_id(combo_name(combo), settings)
     meta, weights = run_dir / "run.json", run_dir / "params.npz"
     if not force and meta.is_file() and weights.is_file():
-        saved = json.loads(meta.read_text())
+        saved = read_json(meta)
         # The digest names the folder; comparing the full settings guards against a collision.
         if saved.get("settings") == settings:
             with np.load(weights) as f:
@@ -420,12 +421,8 @@ def train_or_load(combo: dict, data: dict, *, runs_dir: str | Path, epochs: int,
     history = train(params, x_tr, y_tr, x_val, y_val, activation=combo["activation"],
                     epochs=epochs, batch_size=batch_size, lr=combo["lr"],
                     momentum=combo["momentum"], seed=seed, log=log)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Weights first, through a temporary name, then run.json: run.json marks a finished run.
-    partial = run_dir / "params.partial.npz"
-    np.savez(partial, **params)
-    partial.replace(weights)
-    from .files import write_json
+    # Weights first, then run.json: run.json marks a finished run.
+    atomic_write(weights, lambda f: np.savez(f, **params), sync=True)
     write_json(meta, {"settings": settings, "history": history})
     return {"combo": combo, "history": history, "params": params, "reused": False,
             "run_dir": str(run_dir)}
@@ -435,10 +432,6 @@ def plot_iteration_loss(history: dict, *, batches_per_epoch: int, window: int = 
                         title: str | None = None, save_to=None):
     """Training loss against iteration (one point per mini-batch), a moving average over
     `window` iterations, and the validation loss at the end of each epoch."""
-    import matplotlib.pyplot as plt
-
-    from .plots import save_figure
-
     loss = np.asarray(history["iter_loss"], dtype=np.float64)
     fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
     steps = np.arange(1, len(loss) + 1)

@@ -8,6 +8,7 @@ constants, and nothing changes outside Colab.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 DRIVE_RUNS = "comp5541-runs"  # folder in My Drive holding runs/ for a bundle kept in /content
@@ -57,3 +58,12 @@ def keep_runs_in_drive(bundle: str | Path, colab_root: str | Path = "/content") 
     runs.symlink_to(target, target_is_directory=True)
     print(f"checkpoints: {runs} -> {target} (Google Drive)")
     return target
+
+
+def setup_bundle(bundle: str | Path, colab_root: str | Path = "/content",
+                 keep_runs: bool = True) -> None:
+    """What the notebooks' first cell does once it has found the bundle: say which
+    bundle is used and, on Colab, keep its runs in Google Drive."""
+    print(f"bundle: {bundle}")
+    if "google.colab" in sys.modules and keep_runs:
+        keep_runs_in_drive(bundle, colab_root)

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .models import MLP
+from ..models import MLP
 
 __all__ = ["POOL_OPTIONS", "DROPOUT_OPTIONS", "BATCHNORM_OPTIONS", "BaselineCNN", "baseline_cnn",
            "baseline_grid", "grid_label", "Residual", "resnet_block", "get_resnet", "get_dnn"]

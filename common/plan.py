@@ -1,9 +1,13 @@
-"""What the full runs cost: FLOPs per image, per run and in total, and an estimated
-time on a Colab T4, printed before any training starts.
+"""The plan: the training ahead, what it costs, and what is already done, printed
+before any training starts.
 
-    print_plan(PLAN)                          # every default run of Q2 and Q3
-    print_plan(q3_plan(epochs=5))             # one question, other settings
-    rows, total = plan_cost(PLAN)             # the same figures as data
+    plan(runs, runs_dir=runs_path)            # the runs a notebook will train
+    rows, total = plan_cost(runs)             # FLOPs and T4 estimates as data
+
+A run is a mapping with "name", "epochs", "train_images", optionally
+"test_images" (the held-out images evaluated every epoch), "model" (a
+common.models name) and "input_size". The notebooks build these lists from the
+very run specs they train, so the plan can never count runs that are not made.
 
 FLOPs are counted by torch's FlopCounterMode on one image: a multiply-add counts
 as 2 FLOPs, and only convolutions and matrix products are counted (BatchNorm,
@@ -22,12 +26,19 @@ Accounting, stated once here and printed with every plan:
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+from .checkpoints import run_status
+from .models import build_model
 
 __all__ = ["TRAIN_FORWARD_MULTIPLE", "T4_PEAK_FLOPS", "DEFAULT_FRACTION_OF_PEAK",
-           "CIFAR_TRAIN_IMAGES", "CIFAR_TEST_IMAGES", "PLAN", "q2_plan", "q3_plan",
+           "CIFAR_TRAIN_IMAGES", "CIFAR_TEST_IMAGES", "plan",
            "flops_per_image", "model_flops", "plan_cost", "t4_estimate", "print_plan",
            "format_flops", "format_seconds"]
 
@@ -44,8 +55,6 @@ def flops_per_image(model: torch.nn.Module, input_shape: Sequence[int]) -> int:
     A multiply-add is 2 FLOPs; only convolutions and matrix products are counted
     (torch.utils.flop_counter.FlopCounterMode). The model may live on any device,
     "meta" included (then nothing is computed)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     if len(input_shape) != 3:
         raise ValueError(f"input_shape={tuple(input_shape)}: expected (C, H, W) of one image")
     param = next(model.parameters(), None)
@@ -67,10 +76,8 @@ def _build(source: str, name: str, num_classes: int = 10) -> torch.nn.Module:
     ("torchvision"). Weights are irrelevant to FLOPs, so none are loaded."""
     with torch.device("meta"):
         if source == "common":
-            from common.models import build_model
             return build_model(name, num_classes=num_classes)
         if source == "torchvision":
-            import torchvision
             return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     raise ValueError(f"model source {source!r}: use 'common' (CIFAR networks in common.models) "
                      "or 'torchvision' (ImageNet architectures)")
@@ -85,54 +92,6 @@ def model_flops(source: str, name: str, input_size: int, channels: int = 3) -> i
     if key not in _FLOPS_CACHE:
         _FLOPS_CACHE[key] = flops_per_image(_build(source, name), (channels, input_size, input_size))
     return _FLOPS_CACHE[key]
-
-
-def _run(name: str, question: str, source: str, model: str, input_size: int, epochs: int,
-         train_images: int, test_images: int = CIFAR_TEST_IMAGES, note: str = "") -> dict[str, Any]:
-    return {"name": name, "question": question, "source": source, "model": model,
-            "input_size": input_size, "epochs": epochs, "train_images": train_images,
-            "test_images": test_images, "note": note}
-
-
-def q2_plan(*, epochs: int = 40, train_images: int = CIFAR_TRAIN_IMAGES,
-            vgg: str = "vgg16", resnet: str = "resnet18",
-            improvements: Sequence[tuple[str, str]] = (("q2c_method1", "alexnet"),
-                                                       ("q2c_method2", "vgg16"))) -> list[dict]:
-    """Q2's default runs, CIFAR networks at 32x32: (a) VGG and ResNet, (b) AlexNet
-    with SGD, RMSProp and Adam, (c) one extra run per improvement tried (name, model)."""
-    runs = [_run(f"q2a_{vgg}", "Q2(a)", "common", vgg, 32, epochs, train_images),
-            _run(f"q2a_{resnet}", "Q2(a)", "common", resnet, 32, epochs, train_images)]
-    runs += [_run(f"q2b_alexnet_{opt}", "Q2(b)", "common", "alexnet", 32, epochs, train_images)
-             for opt in ("sgd", "rmsprop", "adam")]
-    runs += [_run(name, "Q2(c)", "common", model, 32, epochs, train_images,
-                  note="placeholder: one extra run per improvement")
-             for name, model in improvements]
-    return runs
-
-
-def q3_plan(*, epochs: int = 10, fractions: Sequence[float] = (0.1, 0.2, 0.5),
-            input_size: int = 224, train_images: int = CIFAR_TRAIN_IMAGES,
-            models_b: Sequence[str] = ("resnet18", "vgg16"), model_c: str = "resnet18",
-            freezes: Sequence[str] = ("head", "last_block", "all")) -> list[dict]:
-    """Q3's runs, torchvision architectures at input_size: (a) AlexNet pretrained and
-    from scratch on each fraction of the training set, (b) each fine-tuned model,
-    (c) model_c with each freeze strategy (3x forward is then an upper bound)."""
-    runs = []
-    for fraction in fractions:
-        n = round(fraction * train_images)
-        for init in ("pretrained", "scratch"):
-            runs.append(_run(f"q3a_alexnet_{init}_f{fraction:g}", "Q3(a)", "torchvision",
-                             "alexnet", input_size, epochs, n))
-    runs += [_run(f"q3b_{m}", "Q3(b)", "torchvision", m, input_size, epochs, train_images)
-             for m in models_b]
-    runs += [_run(f"q3c_{model_c}_{f}", "Q3(c)", "torchvision", model_c, input_size, epochs,
-                  train_images, note="frozen layers: 3x forward is an upper bound")
-             for f in freezes]
-    return runs
-
-
-# Every default run of the coursework: the notebooks print their share before training.
-PLAN: list[dict] = q2_plan() + q3_plan()
 
 
 def t4_estimate(flops: float, fraction_of_peak: float = DEFAULT_FRACTION_OF_PEAK) -> float:
@@ -209,3 +168,39 @@ def print_plan(runs: Iterable[Mapping[str, Any]], *,
         f"image, evaluation = forward on the test images every epoch, T4 at "
         f"{fraction_of_peak:.0%} of its {T4_PEAK_FLOPS / 1e12:.0f} TFLOPS float16 peak.")
     return rows, total
+
+
+def plan(runs: Iterable[Mapping[str, Any]], *, runs_dir: str | os.PathLike | None = None,
+         log: Callable[[str], None] = print) -> dict[str, int]:
+    """Print the training ahead, before any of it starts, to budget a Colab session.
+
+    With `runs_dir`, runs already finished there are marked and left out of the
+    remaining count. When every run also names its "model" and "input_size", the
+    compute is printed too: FLOPs per run and an estimated T4 time. Returns the totals.
+    """
+    runs, rows = list(runs), []
+    for run in runs:
+        missing = [k for k in ("name", "epochs", "train_images") if k not in run]
+        if missing:
+            raise ValueError(f"plan: run {run!r} lacks {', '.join(missing)}")
+        epochs, train, test = run["epochs"], run["train_images"], run.get("test_images", 0)
+        status = run_status(Path(runs_dir) / run["name"], epochs) if runs_dir else "new"
+        done = {"finished": epochs, "stopped": epochs}.get(status, 0)
+        if status.startswith("partial"):
+            done = int(status.split()[1].split("/")[0])
+        rows.append((run["name"], epochs, train, test, epochs * (train + test), status,
+                     (epochs - done) * (train + test), epochs - done))
+    width = max([len(r[0]) for r in rows] + [3])
+    log(f"{'run':<{width}}  epochs  train img/epoch  eval img/epoch  images total  status")
+    for name, epochs, train, test, total, status, _, _ in rows:
+        log(f"{name:<{width}}  {epochs:>6}  {train:>15,}  {test:>14,}  {total:>12,}  {status}")
+    totals = {"runs": len(rows), "epochs": sum(r[1] for r in rows),
+              "images": sum(r[4] for r in rows), "remaining_epochs": sum(r[7] for r in rows),
+              "remaining_images": sum(r[6] for r in rows)}
+    log(f"total: {totals['runs']} runs, {totals['epochs']} epochs, {totals['images']:,} images; "
+        f"still to train: {totals['remaining_epochs']} epochs, {totals['remaining_images']:,} images")
+    if runs and all("model" in r and "input_size" in r for r in runs):
+        log("")
+        _, cost = print_plan([{"source": "common", "test_images": 0, **r} for r in runs], log=log)
+        totals["flops"], totals["t4_seconds_estimate"] = cost["total_flops"], cost["t4_seconds"]
+    return totals

@@ -1,0 +1,144 @@
+"""Optimisers and learning-rate schedules, chosen by name.
+
+    opt = make_optimizer("sgd", model.parameters(), lr=0.05, nesterov=True, weight_decay=5e-4)
+    scheduler, per_batch = make_scheduler("cosine", opt, epochs=40, steps_per_epoch=391)
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from .config import ConfigError
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "SCHEDULE_OPTIONS", "make_optimizer", "make_scheduler",
+           "schedule_settings", "parameter_groups", "check_name"]
+
+OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+# Options each schedule accepts through fit(schedule_options=...), with defaults.
+SCHEDULE_OPTIONS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "step": {"step_size": None, "gamma": 0.1},  # step_size None: epochs // 3 (at least 1)
+    "cosine": {"eta_min": 0.0},
+    "onecycle": {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
+}
+
+
+def parameter_groups(model: torch.nn.Module, lr: float,
+                     lr_multipliers: Mapping[str, float] | None = None) -> list[dict]:
+    """The model's trainable parameters as optimiser groups, each with its own lr.
+
+    `lr_multipliers` maps a module name prefix (e.g. "fc" for ResNet's head) to a
+    factor on `lr`; a parameter takes the factor of the longest prefix its name
+    starts with, 1 otherwise. A new head trained at 10x the backbone's lr learns
+    fast while the pretrained filters move little. Frozen parameters are left out."""
+    multipliers = dict(lr_multipliers or {})
+    names = {n for n, _ in model.named_parameters()}
+    unknown = [k for k in multipliers if not any(n == k or n.startswith(k + ".") for n in names)]
+    if unknown:
+        raise ConfigError(f"lr_multipliers: no parameter of {type(model).__name__} is under "
+                          f"{', '.join(map(repr, unknown))}; module names look like "
+                          f"{', '.join(sorted({n.split('.')[0] for n in names}))}")
+    groups: dict[float, list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        prefixes = [k for k in multipliers if name == k or name.startswith(k + ".")]
+        factor = multipliers[max(prefixes, key=len)] if prefixes else 1.0
+        groups.setdefault(factor, []).append(param)
+    # The base group first, so param_groups[0]["lr"] is the backbone's (what the history logs).
+    return [{"params": groups[f], "lr": lr * f} for f in sorted(groups)]
+
+
+class RMSpropW(torch.optim.RMSprop):
+    """RMSProp with decoupled weight decay (Loshchilov and Hutter 2019): each step
+    shrinks the weights by the factor (1 - lr * weight_decay) outside the adaptive
+    scaling, as AdamW does for Adam. Coupled L2 would be divided by the running RMS
+    of the gradients, so weights with small gradients (AlexNet's wide fully
+    connected layers) would be decayed far harder than the rest."""
+
+    def __init__(self, params, *, lr: float, weight_decay: float = 0.0):
+        super().__init__(params, lr=lr, weight_decay=0.0)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = weight_decay
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            decay = group.get("decoupled_weight_decay", 0.0)
+            if decay:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(1 - group["lr"] * decay)
+        return super().step(closure)
+
+
+def make_optimizer(name: str, params: Iterable, *, lr: float, momentum: float = 0.9,
+                   nesterov: bool = False, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """An optimiser by name. `momentum` and `nesterov` apply to sgd only: RMSProp is
+    used in its plain form (torch's default momentum 0) and Adam keeps its betas
+    (0.9, 0.999).
+
+    Weight decay shrinks each weight by the factor (1 - lr * weight_decay) per step
+    for every optimiser: for sgd through the L2 term in the gradient (the same
+    thing for SGD), for rmsprop and adam decoupled from the adaptive step
+    (RMSpropW, torch's AdamW). "adamw" is another name for adam."""
+    check_name("optimizer", name, OPTIMIZERS)
+    if name == "sgd":
+        if nesterov and momentum <= 0:
+            raise ConfigError("nesterov=True needs momentum > 0; set momentum=0.9 or nesterov=False")
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                               weight_decay=weight_decay)
+    if name == "rmsprop":
+        return RMSpropW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def schedule_settings(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The schedule's options with defaults filled in; unknown options are an error."""
+    check_name("schedule", name, SCHEDULES)
+    options = dict(options or {})
+    allowed = SCHEDULE_OPTIONS[name]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"schedule {name!r} takes no option {', '.join(unknown)}; its options "
+                          f"are: {', '.join(allowed) or 'none'}")
+    return {**allowed, **options}
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
+                   steps_per_epoch: int, options: Mapping[str, Any] | None = None):
+    """(scheduler or None, per_batch). `lr` is the optimiser's lr at creation:
+
+    none      constant lr.
+    step      lr * gamma ** (epoch // step_size), stepped per epoch.
+    cosine    lr * (1 + cos(pi * t / T)) / 2 down to eta_min, t counting batches,
+              T = epochs * steps_per_epoch; stepped per batch (smooth even for few epochs).
+    onecycle  Smith's one-cycle policy peaking at lr after pct_start of the batches,
+              stepped per batch; momentum (sgd) or beta1 (adam/adamw) cycles inversely.
+    """
+    opts = schedule_settings(name, options)
+    total = epochs * steps_per_epoch
+    if name == "none":
+        return None, False
+    if name == "step":
+        step_size = opts["step_size"] or max(1, epochs // 3)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size,
+                                               gamma=opts["gamma"]), False
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total,
+                                                          eta_min=opts["eta_min"]), True
+    group = optimizer.param_groups[0]
+    # Cycling momentum means something only where there is a momentum term to cycle;
+    # for RMSProp it would switch on a momentum the plain algorithm does not have.
+    cycles = "betas" in group or (isinstance(optimizer, torch.optim.SGD) and group["momentum"] > 0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+        pct_start=opts["pct_start"], div_factor=opts["div_factor"],
+        final_div_factor=opts["final_div_factor"], cycle_momentum=cycles), True
+
+
+def check_name(what: str, value: Any, choices: Iterable[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; valid names: {', '.join(choices)}")

@@ -1,0 +1,270 @@
+"""Q3's training runs: the data each run sees, the name of its folder, training
+or reusing it, and choosing learning rates on the validation split.
+
+    runs = Q3Runs(load_dataset("cifar10", config["data_dir"]), config,
+                  models=["tv_alexnet", "tv_resnet18"], fractions=[0.1, 1.0])
+    chosen, selection = runs.choose_lrs([("tv_alexnet", True, "none")], [0.01, 0.001],
+                                        fraction=0.1, epochs=2)
+    records = runs.train_all([dict(model="tv_alexnet", pretrained=True, freeze="none",
+                                   fraction=0.1, epochs=10, lr=chosen["tv_alexnet", True, "none"])],
+                             part="a")
+
+A record is a dict describing one run (model, pretrained, freeze, lr, epochs,
+image size, subset fingerprint, parameter counts, where its weights came from)
+with its history; tables, figures and summary.json are made from records.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+
+from .batches import DeviceBatches
+from .data import stratified_indices, train_val_split
+from .experiments import run_id, select_best, train_or_reuse
+from .plan import plan
+from .transfer import (build_transfer_model, check_image_size, display_name, normalisation,
+                       parameter_counts)
+from .weights import fetch_weights_file, file_sha256, resolve_weights, weights_source
+
+__all__ = ["SUMMARY_KEYS", "subset_digest", "train_transfer", "choose_lr", "shared_normalisation",
+           "split_pool", "Q3Runs"]
+
+# What summary.json keeps of each record.
+SUMMARY_KEYS = ("part", "model", "label", "pretrained", "fraction", "freeze", "lr", "epochs",
+                "image_size", "train_images", "subset_digest", "trainable_params", "total_params",
+                "weights_source", "run_dir", "history")
+
+
+def subset_digest(indices) -> str:
+    """A short fingerprint of a set of sample indices: equal digests, same images."""
+    arr = torch.as_tensor(indices, dtype=torch.int64).sort().values.numpy()
+    return hashlib.sha256(arr.tobytes()).hexdigest()[:12]
+
+
+def train_transfer(name: str, *, pretrained: bool, freeze: str, train_batches, eval_batches,
+                   run_dir: str | os.PathLike, epochs: int, lr: float, device, seed: int,
+                   eval_split: str = "test", weights_dir: str | os.PathLike | None = None,
+                   subset=None, config: Mapping[str, Any] | None = None,
+                   log: Callable[[str], None] = print, **fit_options) -> dict:
+    """Build `name` and train it in `run_dir` (resuming or reusing the run there, by
+    experiments.train_or_reuse); return the record of the run.
+
+    train_batches / eval_batches: DeviceBatches normalised with normalisation(name)
+    and resized to at least min_image_size(name); `eval_split` says which held-out
+    set eval_batches is. `subset` (the training indices) is fingerprinted in the
+    record, so runs can be checked to have seen the same images. Everything that
+    defines the run goes into fit's `config`: a run directory never mixes two settings.
+    """
+    check_image_size(name, train_batches.image_size or train_batches.images.shape[-1])
+    # Fetched before anything else: the file's hash is part of the run's settings, so a
+    # run trained from other weights (say the fabricated smoke stand-ins) is never
+    # reused as if from the official ones.
+    sha = file_sha256(fetch_weights_file(name, weights_dir)) if pretrained else None
+    record = {"model": name, "label": display_name(name, pretrained), "pretrained": pretrained,
+              "freeze": freeze, "lr": lr, "epochs": epochs, "eval_split": eval_split,
+              "image_size": train_batches.image_size, "train_images": train_batches.num_samples,
+              "subset_digest": subset_digest(subset) if subset is not None else None,
+              "weights_source": weights_source(name, weights_dir) if pretrained else "none (random init)",
+              "weights_sha256": sha, "run_dir": str(run_dir)}
+    run_config = {**(config or {}), **{k: record[k] for k in (
+        "model", "pretrained", "freeze", "image_size", "train_images", "subset_digest",
+        "weights_sha256")}}
+
+    def build():
+        model = build_transfer_model(name, pretrained=pretrained, freeze=freeze,
+                                     weights_dir=weights_dir)
+        counts = parameter_counts(model)
+        log(f"--- {Path(run_dir).name}: {record['label']}, freeze={freeze}, lr={lr:g}, "
+            f"{counts['trainable']:,}/{counts['total']:,} parameters trainable")
+        return model
+
+    model, history = train_or_reuse(build, train_batches, eval_batches, run_dir=run_dir,
+                                    seed=seed, eval_split=eval_split, config=run_config, log=log,
+                                    epochs=epochs, lr=lr, device=device, **fit_options)
+    counts = parameter_counts(model)
+    return {**record, "trainable_params": counts["trainable"], "total_params": counts["total"],
+            "history": history}
+
+
+def choose_lr(records: Sequence[Mapping]) -> tuple[float, list[dict]]:
+    """The learning rate whose trial ends with the best validation accuracy, and one
+    row per candidate, in the order given.
+
+    experiments.select_best decides: a diverged trial has no score and never wins,
+    and equal scores go to the earliest candidate listed. The candidates are listed
+    to it from the smallest learning rate up, so a tie goes to the smaller, more
+    conservative rate."""
+    if any(r["eval_split"] != "validation" for r in records):
+        raise ValueError("choose_lr: learning rates are chosen on the validation split only; "
+                         "train the trials with evaluate_on='validation'")
+    rows = [{"lr": r["lr"], "val_accuracy": (r["history"]["eval_accuracy"] or [None])[-1],
+             "stopped": r["history"].get("stopped")} for r in records]
+    by_lr = sorted(rows, key=lambda row: row["lr"])
+    scores = [None if row["stopped"] else row["val_accuracy"] for row in by_lr]
+    if all(score is None for score in scores):
+        raise RuntimeError("every learning-rate candidate diverged; add smaller values "
+                           f"to the candidates (tried {[r['lr'] for r in rows]})")
+    return by_lr[select_best(scores)]["lr"], rows
+
+
+def shared_normalisation(models: Iterable[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) every model's weights were trained with: one for all, so
+    every run sees the very same inputs."""
+    norms = {normalisation(m) for m in models}
+    if len(norms) != 1:
+        raise ValueError(f"models with different input normalisations: {norms}")
+    return norms.pop()
+
+
+def split_pool(labels, test_labels, config: Mapping[str, Any]):
+    """(pool, val_idx, test_idx): the training pool the subsets are drawn from, the
+    validation split carved from the training images first, and the test images
+    used (None: all). Smoke runs take small class-stratified parts of each."""
+    seed = config["seed"]
+    train_idx, val_idx = train_val_split(labels, val_fraction=config["val_fraction"], seed=seed)
+    if not config["smoke"]:
+        return train_idx, val_idx, None
+    pool = stratified_indices(labels, count=config["smoke_train_images"], seed=seed, pool=train_idx)
+    val_idx = stratified_indices(labels, count=config["smoke_eval_images"], seed=seed, pool=val_idx)
+    test_idx = stratified_indices(test_labels, count=config["smoke_eval_images"], seed=seed)
+    return pool, val_idx, test_idx
+
+
+class Q3Runs:
+    """Every training run of the Q3 notebook: one data pipeline, one set of fit
+    options, one record per run.
+
+    Built from the dataset and the notebook's validated config (make_config): it
+    draws the class-stratified, nested subsets of each fraction, makes the
+    validation and test batches, and decides where each model's weights load
+    from (common.weights.resolve_weights). A run's folder is named by
+    experiments.run_id over everything that decides its outcome, so a run two
+    parts share (e.g. ResNet18 on all layers in (b) and (c)) is trained once and
+    its record reused.
+    """
+
+    def __init__(self, ds, config: Mapping[str, Any], *, models: Iterable[str],
+                 fractions: Iterable[float], log: Callable[[str], None] = print):
+        self.ds, self.config, self.log = ds, dict(config), log
+        self.runs_dir = Path(config["runs_dir"])
+        self.pool, self.val_idx, test_idx = split_pool(ds.train_labels, ds.test_labels, config)
+        self.subsets = {f: stratified_indices(ds.train_labels, fraction=f, seed=config["seed"],
+                                              pool=self.pool) for f in sorted(set(fractions))}
+        self.digests = {f: subset_digest(idx) for f, idx in self.subsets.items()}
+        models = list(dict.fromkeys(models))
+        self.mean, self.std = shared_normalisation(models)
+        self.channels_last = bool(config["channels_last"]) and config["device"].startswith("cuda")
+        test = (ds.test_images, ds.test_labels) if test_idx is None else (
+            ds.test_images[test_idx], ds.test_labels[test_idx])
+        self.eval_batches = {
+            "validation": self.batches(ds.train_images[self.val_idx], ds.train_labels[self.val_idx]),
+            "test": self.batches(*test)}
+        self.weights_dirs = resolve_weights(models, smoke=config["smoke"], log=log,
+                                            smoke_dir=self.runs_dir / "fabricated-weights")
+        self.records: dict[str, dict] = {}
+
+    def batches(self, images, labels, *, train: bool = False) -> DeviceBatches:
+        """Device-resident batches, resized to image_size on the device (no per-image PIL)."""
+        c = self.config
+        return DeviceBatches(images, labels, batch_size=c["batch_size"], device=c["device"],
+                             train=train, mean=self.mean, std=self.std, image_size=c["image_size"],
+                             channels_last=self.channels_last, seed=c["seed"])
+
+    def describe(self) -> str:
+        lines = [f"{self.ds!r}", f"training pool {len(self.pool):,} images, validation "
+                 f"{self.eval_batches['validation'].num_samples:,}, "
+                 f"test {self.eval_batches['test'].num_samples:,}"]
+        lines += [f"  subset {100 * f:g}% of the pool: {len(idx):,} images"
+                  for f, idx in self.subsets.items()]
+        return "\n".join(lines)
+
+    def images_of(self, fraction: float) -> int:
+        return len(self.subsets[fraction])
+
+    @property
+    def fit_options(self) -> dict[str, Any]:
+        c = self.config
+        return dict(optimizer=c["optimizer"], momentum=c["momentum"],
+                    weight_decay=c["weight_decay"], schedule=c["schedule"], amp=c["amp"],
+                    channels_last=self.channels_last)
+
+    def name(self, model: str, *, pretrained: bool, freeze: str, fraction: float, epochs: int,
+             lr: float, evaluate_on: str = "test") -> str:
+        """The run's folder name: readable settings, then the digest of all of them."""
+        c = self.config
+        label = (f"{'select_' if evaluate_on == 'validation' else ''}{model}_"
+                 f"{'pretrained' if pretrained else 'scratch'}_{freeze.replace(':', '-')}"
+                 f"_f{fraction:g}_lr{lr:g}")
+        return run_id(label, {
+            "model": model, "pretrained": pretrained, "freeze": freeze, "fraction": fraction,
+            "subset_digest": self.digests[fraction], "epochs": epochs, "lr": lr,
+            "evaluated_on": evaluate_on, "eval_images": self.eval_batches[evaluate_on].num_samples,
+            "image_size": c["image_size"], "batch_size": c["batch_size"], "seed": c["seed"],
+            "smoke": c["smoke"], **self.fit_options})
+
+    def planned(self, model: str, *, fraction: float, epochs: int, evaluate_on: str = "test",
+                **settings) -> dict:
+        """A row for common.plan.plan: the training ahead, printed before it starts."""
+        return {"name": self.name(model, fraction=fraction, epochs=epochs,
+                                  evaluate_on=evaluate_on, **settings),
+                "model": model, "input_size": self.config["image_size"], "epochs": epochs,
+                "train_images": self.images_of(fraction),
+                "test_images": self.eval_batches[evaluate_on].num_samples}
+
+    def train(self, model: str, *, pretrained: bool, freeze: str, fraction: float, epochs: int,
+              lr: float, evaluate_on: str = "test") -> dict:
+        """Train (or reuse) one run on the subset of `fraction`, evaluated each epoch
+        on `evaluate_on` ('test' or 'validation'); returns its record."""
+        c = self.config
+        name = self.name(model, pretrained=pretrained, freeze=freeze, fraction=fraction,
+                         epochs=epochs, lr=lr, evaluate_on=evaluate_on)
+        if name not in self.records:
+            idx = self.subsets[fraction]
+            self.records[name] = train_transfer(
+                model, pretrained=pretrained, freeze=freeze,
+                train_batches=self.batches(self.ds.train_images[idx], self.ds.train_labels[idx],
+                                           train=True),
+                eval_batches=self.eval_batches[evaluate_on], eval_split=evaluate_on,
+                run_dir=self.runs_dir / name, epochs=epochs, lr=lr, device=c["device"],
+                seed=c["seed"], weights_dir=self.weights_dirs.get(model) if pretrained else None,
+                subset=idx, config={"evaluated_on": evaluate_on, "fraction": fraction,
+                                    "smoke": c["smoke"]},
+                log=self.log, force=c["force"], **self.fit_options)
+        return {**self.records[name], "fraction": fraction}
+
+    def train_all(self, runs: Sequence[Mapping[str, Any]], *, part: str) -> list[dict]:
+        """Print the plan of `runs` (each the keyword arguments of `train`), then
+        train them in order; each record is tagged with its `part`."""
+        plan([self.planned(**run) for run in runs], runs_dir=self.runs_dir, log=self.log)
+        return [{**self.train(**run), "part": part} for run in runs]
+
+    def choose_lrs(self, settings: Iterable[tuple[str, bool, str]], candidates: Sequence[float],
+                   *, fraction: float, epochs: int) -> tuple[dict, list[dict]]:
+        """One learning rate per (model, pretrained, freeze) setting, chosen on the
+        validation split by choose_lr from a short trial of each candidate.
+        Returns ({setting: lr}, one row per setting for the table and summary.json)."""
+        trials = {s: [dict(model=s[0], pretrained=s[1], freeze=s[2], fraction=fraction,
+                           epochs=epochs, lr=lr, evaluate_on="validation") for lr in candidates]
+                  for s in dict.fromkeys(settings)}
+        plan([self.planned(**t) for ts in trials.values() for t in ts], runs_dir=self.runs_dir,
+             log=self.log)
+        chosen, selection = {}, []
+        for (model, pretrained, freeze), ts in trials.items():
+            lr, rows = choose_lr([self.train(**t) for t in ts])
+            chosen[model, pretrained, freeze] = lr
+            selection.append({"model": model, "pretrained": pretrained, "freeze": freeze,
+                              "chosen_lr": lr, "candidates": rows})
+        return chosen, selection
+
+    def weights_sources(self) -> dict[str, str]:
+        """Each model's weights: 'official', 'unofficial' or 'missing'."""
+        return {m: weights_source(m, d) for m, d in self.weights_dirs.items()}
+
+    @staticmethod
+    def summary(records: Iterable[Mapping]) -> list[dict]:
+        """The records as summary.json keeps them."""
+        return [{k: r.get(k) for k in SUMMARY_KEYS} for r in records]
