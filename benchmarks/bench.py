@@ -1,17 +1,20 @@
 """`make bench`: the bundle's machinery measured against the standard alternatives.
 
-    python benchmarks/bench.py --data-dir data            # the full run, under 15 minutes
+    python benchmarks/bench.py --data-dir data            # the full run, about an hour
     python benchmarks/bench.py --data-dir data --quick    # a reduced run while developing
+    python benchmarks/bench.py --only quality --train-images 1000   # quality, smaller budget
 
 Every figure comes from this run: contenders take turns on the same images and
 cores (A B A B ...), medians of several repetitions are compared, and a missed
-target is shown as missed. The table is printed and written to build/bench.json
-together with every repetition, the CPU and the library versions.
+target is shown as missed. The quality section trains each Q2 network with the
+notebook's recipe and with the reference recipe (kuangliu/pytorch-cifar) at the
+quick profile's budget, once each: most of the full run's time. The table is
+printed and written to build/bench.json together with every repetition, the CPU
+and the library versions.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -30,14 +33,15 @@ SECTIONS = ("q2", "q3", "fit", "quality", "smoke")
 NOTEBOOKS = ("Q1/Q1.ipynb", "Q2/Q2.ipynb", "Q3/Q3.ipynb")  # smoke is measured once these exist
 THREADS = 2
 
-# Sizes of the full and the --quick run. The fit-overhead run is the quality
-# section's first recipe: its epochs after the first are the repetitions.
+# Sizes of the full and the --quick run. The quality budget (train_images, epochs,
+# test_images) of the full run is the quick profile's, read by quality_budget; --quick
+# shrinks it to a smoke check. The fit-overhead run is the quality section's AlexNet
+# reference run: its epochs after the first are the repetitions.
 FULL = {"q2_images": 20_000, "q2_repeats": 7, "q3_images": 2_560, "q3_repeats": 5,
-        "train_images": 10_000, "val_images": 500, "epochs": 5, "fit_repeats": 4,
-        "test_images": None}
+        "val_images": 500, "fit_repeats": 4}
 QUICK = {"q2_images": 5_000, "q2_repeats": 3, "q3_images": 640, "q3_repeats": 2,
-         "train_images": 1_280, "val_images": 256, "epochs": 2, "fit_repeats": 1,
-         "test_images": 1_000}
+         "val_images": 256, "fit_repeats": 1,
+         "train_images": 500, "epochs": 2, "test_images": 500}
 
 TARGETS = {"q2": 15.0, "q3": 5.0, "fit": 0.05}
 
@@ -45,9 +49,9 @@ TARGETS = {"q2": 15.0, "q3": 5.0, "fit": 0.05}
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/bench.py",
-        description="Measure the input pipelines, fit's overhead, quality at a fixed budget "
-                    "and `make smoke` against the standard alternatives. Writes the figures "
-                    "to --out.",
+        description="Measure the input pipelines, fit's overhead, each Q2 recipe's quality at "
+                    "the quick profile's budget and `make smoke` against the standard "
+                    "alternatives. Writes the figures to --out.",
         epilog="--data-dir is an ordinary data_dir (make bench DATA_DIR=...): CIFAR-10 is "
                "found or downloaded there as the notebooks do. Offline, unpack the JPEG copy "
                "first: mkdir -p data && tar xJf ../shared/data/cifar10-jpeg.tar.xz -C data")
@@ -57,9 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="fewer images, repetitions and epochs; skips make smoke")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
                         help=f"run only these sections: {', '.join(SECTIONS)}")
-    parser.add_argument("--recipes", type=Path,
-                        help="JSON file {name: fit() keyword arguments} replacing the quality "
-                             "section's two placeholder recipes (the first is the reference)")
+    parser.add_argument("--train-images", type=int, metavar="N",
+                        help="quality and fit: training images per run instead of the quick "
+                             "profile's (a smaller budget when time is short)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="quality and fit: epochs per run instead of the quick profile's")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench.json",
                         help="where the figures are written (default: build/bench.json)")
     return parser.parse_args(argv)
@@ -107,34 +113,55 @@ def bench_pipelines(ds, sizes, section: str) -> tuple[dict, dict]:
                f">= {target:g}x", ratio >= target, note), result
 
 
-def load_recipes(path: Path | None) -> dict:
-    from benchmarks.quality import RECIPES
+def quality_budget(config: dict, quick: bool, train_images: int | None = None,
+                   epochs: int | None = None) -> dict:
+    """Training images, epochs and test images of each quality run: the quick profile's
+    (`config`: the notebook's parameters under it), --quick's smoke sizes, or the
+    command line's train_images/epochs on top of either."""
+    budget = ({k: QUICK[k] for k in ("train_images", "epochs", "test_images")} if quick else
+              {"train_images": config["train_images"], "epochs": config["epochs"],
+               "test_images": config["eval_images"] or None})
+    for key, value in (("train_images", train_images), ("epochs", epochs)):
+        if value is not None:
+            if value < 1:
+                raise SystemExit(f"--{key.replace('_', '-')} {value}: expected a positive number")
+            budget[key] = value
+    if not budget["train_images"]:
+        raise SystemExit("the quick profile trains on every image (train_images: 0); the bench "
+                         "needs a CPU budget: pass --train-images")
+    budget["source"] = ("--quick" if quick else "profiles/quick.yaml") + (
+        " with --train-images/--epochs" if train_images or epochs else "")
+    return budget
 
-    recipes = json.loads(path.read_text()) if path else RECIPES
-    if not isinstance(recipes, dict) or len(recipes) < 2:
-        raise SystemExit(f"{path}: expected a JSON object of at least two recipes "
-                         "{name: fit() keyword arguments}; the first is the reference")
-    return recipes
 
-
-def bench_fit(ds, sizes, recipes, trained: dict) -> tuple[dict, dict]:
-    """fit vs the minimal loop, on the first recipe's quality run (kept in `trained`)."""
+def bench_fit(ds, sizes, plan, trained: dict) -> tuple[dict, dict]:
+    """fit vs the minimal loop, on the quality section's AlexNet reference run (kept in
+    `trained`): AlexNet is the cheapest network, and its reference run is shared by
+    the three Q2(b) rows."""
     from benchmarks.loop import compare_fit_overhead
-    from benchmarks.quality import split
+    from benchmarks.quality import REFERENCE_SOURCE, run_key, split
 
-    name, recipe = next(iter(recipes.items()))
-    idx = split(ds, train_images=sizes["train_images"], val_images=sizes["val_images"])
-    started = time.perf_counter()
+    item = next((i for i in plan if i["model"] == "alexnet"), plan[0])
+    idx = split(ds, train_images=sizes["train_images"], val_images=sizes["val_images"],
+                seed=sizes["seed"])
+    epochs = sizes["epochs"]
+    if epochs < 2:
+        raise SystemExit("the fit-overhead section needs at least 2 epochs (1 warm-up); "
+                         "pass --epochs 2 or more, or leave out the fit section")
     result, model, history = compare_fit_overhead(
         ds.train_images[idx["train"]], ds.train_labels[idx["train"]],
         ds.train_images[idx["val"]], ds.train_labels[idx["val"]], mean=ds.mean, std=ds.std,
-        run_dir=ROOT / "build" / "bench-runs" / "fit_overhead", recipe=recipe,
-        epochs=sizes["epochs"], repeats=sizes["fit_repeats"])
-    trained[name] = (model, history, time.perf_counter() - started)
+        run_dir=ROOT / "build" / "bench-runs" / "fit_overhead", recipe=item["reference"],
+        epochs=epochs, repeats=min(sizes["fit_repeats"], epochs - 1),
+        batch_size=item["reference_batch_size"], model_name=item["model"], seed=sizes["seed"])
+    trained[run_key(item, "reference")] = (model, history)
     overhead = result["overhead"]
-    note = (f"alexnet (CIFAR), {result['train_images']:,} train images + {result['eval_images']:,} "
-            f"held-out images per epoch, batch 128, recipe {name!r}; fit: metrics, a "
-            f"{result['checkpoint_mb']:.0f} MB checkpoint (fsync) and history.json per epoch; "
+    note = (f"{item['model']} (CIFAR), {result['train_images']:,} train images + "
+            f"{result['eval_images']:,} held-out images per epoch, batch "
+            f"{item['reference_batch_size']}, the {REFERENCE_SOURCE} recipe (the quality "
+            "section's reference run); fit: metrics, a "
+            f"{result['checkpoint_mb']:.0f} MB checkpoint (fsync) at most 5% of the time "
+            "(fit's checkpoint_overhead) and history.json per epoch; "
             "minimal: forward/loss/backward/step + a bare forward over the held-out batches, "
             f"same weights and batches; {result['repeats']} alternating epoch(s) after 1 warm-up "
             "each; s/epoch: medians; ratio: median of the paired epochs' ratios")
@@ -143,25 +170,53 @@ def bench_fit(ds, sizes, recipes, trained: dict) -> tuple[dict, dict]:
                f"{overhead:+.1%}", f"<= +{TARGETS['fit']:.0%}", overhead <= TARGETS["fit"], note), result
 
 
-def bench_quality(ds, sizes, recipes, trained: dict) -> tuple[dict, dict]:
-    from benchmarks.quality import compare_recipes
+# Ours must be no worse than the reference recipe on every row: a recipe chosen for 40
+# epochs that loses to the copied one at the quick budget is not sound there.
+QUALITY_TARGET = "ours >= reference"
 
-    result = compare_recipes(ds, recipes=recipes, train_images=sizes["train_images"],
-                             val_images=sizes["val_images"], epochs=sizes["epochs"],
-                             test_images=sizes["test_images"], trained=trained,
-                             run_root=ROOT / "build" / "bench-runs" / "quality",
-                             log=lambda line: print(line, flush=True))
-    names = list(result["recipes"])
-    ref, best = result["recipes"][names[0]], result["recipes"][names[-1]]
-    diff = best["test_accuracy"] - ref["test_accuracy"]
-    described = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in r["recipe"].items())
-                          for k, r in result["recipes"].items())
-    note = (f"alexnet (CIFAR), the same {result['train_images']:,} train images and initial "
-            f"weights, {result['epochs']} epochs, tested once on {ref['test_images']:,} test "
-            f"images (of the data_dir's CIFAR-10); {described}")
-    return row(f"Quality: {names[-1]} vs {names[0]} recipe, test accuracy",
-               f"{best['test_accuracy']:.2%}", f"{ref['test_accuracy']:.2%}",
-               f"{diff * 100:+.1f} pts", "report", None, note), result
+
+def quality_rows(result: dict, plan: list[dict]) -> list[dict]:
+    """One table row per plan item: ours vs the reference, test accuracy and seconds."""
+    from benchmarks.quality import REFERENCE_SOURCE, describe
+
+    items = {i["name"]: i for i in plan}
+    runs, rows, seen = result["runs"], [], set()
+
+    def cell(run):
+        stopped = " (diverged)" if run["stopped"] else ""
+        return f"{run['test_accuracy']:.1%}{stopped} in {run['seconds']:.0f} s"
+
+    for r in result["rows"]:
+        ours, ref, item = runs[r["ours"]], runs[r["reference"]], items[r["name"]]
+        note = (f"the same {result['train_images']:,} train images, initial weights and crop+flip "
+                f"batches, {result['epochs']} epochs, tested once on {ours['test_images']:,} "
+                f"class-stratified test images; s: fit's train + held-out time; ours (the notebook's "
+                f"spec): {describe(item['ours'], item['ours_batch_size'])}; reference "
+                f"({REFERENCE_SOURCE}): {describe(item['reference'], item['reference_batch_size'])}")
+        if r["reference"] in seen:
+            note += " (the same reference run as above)"
+        seen.add(r["reference"])
+        rows.append(row(f"Quality: {r['label']} vs reference, test accuracy", cell(ours), cell(ref),
+                        f"{r['difference'] * 100:+.1f} pts", QUALITY_TARGET,
+                        r["difference"] >= 0, note))
+    return rows
+
+
+def bench_quality(ds, sizes, plan, trained: dict) -> tuple[list[dict], dict]:
+    from benchmarks.quality import compare_networks
+
+    print(f"  target: {QUALITY_TARGET} for every network (test accuracy at "
+          f"{sizes['train_images']:,} train images x {sizes['epochs']} epochs, "
+          f"{sizes['source']})", flush=True)
+    result = compare_networks(ds, plan, train_images=sizes["train_images"],
+                              val_images=sizes["val_images"], epochs=sizes["epochs"],
+                              test_images=sizes["test_images"], trained=trained,
+                              seed=sizes["seed"], run_root=ROOT / "build" / "bench-runs" / "quality",
+                              log=lambda line: print(line, flush=True))
+    result["budget_source"] = sizes["source"]
+    result["plan"] = plan
+    result["target"] = QUALITY_TARGET + " for every row"
+    return quality_rows(result, plan), result
 
 
 def smoke_command(data_dir: str, scratch: Path) -> list[str]:
@@ -255,24 +310,33 @@ def main(argv=None) -> int:
         ds = load_cifar(args.data_dir)
         print(f"data: {ds!r}", flush=True)
 
-    recipes = load_recipes(args.recipes)
-    trained: dict = {}  # recipe name -> (model, history, seconds), shared by fit and quality
+    plan = []
+    if set(sections) & {"fit", "quality"}:
+        from benchmarks.quality import q2_config, quality_plan
+
+        config = q2_config()  # the Q2 notebook's parameters under the quick profile
+        plan = quality_plan(config)
+        sizes = {**sizes, **quality_budget(config, args.quick, args.train_images, args.epochs),
+                 "seed": config["seed"]}
+    trained: dict = {}  # run_key -> (model, history), shared by fit and quality
     rows, details = [], {}
     steps = {"q2": lambda: bench_pipelines(ds, sizes, "q2"),
              "q3": lambda: bench_pipelines(ds, sizes, "q3"),
-             "fit": lambda: bench_fit(ds, sizes, recipes, trained),
-             "quality": lambda: bench_quality(ds, sizes, recipes, trained),
+             "fit": lambda: bench_fit(ds, sizes, plan, trained),
+             "quality": lambda: bench_quality(ds, sizes, plan, trained),
              "smoke": lambda: bench_smoke(args.data_dir)}
     for name in SECTIONS:
         if name in sections and name in steps:
             t = time.perf_counter()
             print(f"[{name}] running ...", flush=True)
-            r, detail = steps[name]()
+            made, detail = steps[name]()
             detail["section_seconds"] = time.perf_counter() - t
-            rows.append(r)
+            made = made if isinstance(made, list) else [made]  # quality: one row per network
+            rows.extend(made)
             details[name] = detail
-            print(f"[{name}] {r['ours']} vs {r['standard']} ({r['ratio']}) in "
-                  f"{detail['section_seconds']:.0f} s", flush=True)
+            for r in made:
+                print(f"[{name}] {r['ours']} vs {r['standard']} ({r['ratio']})", flush=True)
+            print(f"[{name}] done in {detail['section_seconds']:.0f} s", flush=True)
 
     env["load_average_1min_at_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     env["wall_seconds"] = time.perf_counter() - started

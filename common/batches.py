@@ -30,7 +30,8 @@ class DeviceBatches:
     x: float32 (B, C, S, S) normalised, S = image_size or H; y: int64 (B,), both on `device`.
 
     `train=True` shuffles every epoch and augments (random crop after zero padding
-    by `crop_padding` pixels, horizontal flip) unless `augment=False`. Shuffling and
+    by `crop_padding` pixels, horizontal flip, and with `cutout` > 0 a Cutout
+    square of that side) unless `augment=False`. Shuffling and
     augmentation come from a generator seeded by (seed, epoch), so the same seed and
     epoch give the same batches on any device, and a resumed run sees the batches
     the interrupted one would have.
@@ -39,8 +40,8 @@ class DeviceBatches:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  device="cpu", train: bool = False, augment: bool | None = None,
                  mean: Sequence[float], std: Sequence[float], image_size: int | None = None,
-                 crop_padding: int = 4, flip: bool = True, channels_last: bool = False,
-                 seed: int = 0, drop_last: bool = False):
+                 crop_padding: int = 4, flip: bool = True, cutout: int = 0,
+                 channels_last: bool = False, seed: int = 0, drop_last: bool = False):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images: expected uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -50,6 +51,9 @@ class DeviceBatches:
         if image_size is not None and (not isinstance(image_size, int) or image_size < 8):
             raise ValueError(f"image_size={image_size!r}: expected an integer of at least 8 "
                              "(or None to keep the native size)")
+        if isinstance(cutout, bool) or not isinstance(cutout, int) or not 0 <= cutout <= min(images.shape[-2:]):
+            raise ValueError(f"cutout={cutout!r}: expected a square side in pixels, from 0 (off) "
+                             f"to the image side {images.shape[-1]}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values, one per channel")
@@ -62,6 +66,10 @@ class DeviceBatches:
         self.image_size = image_size
         self.crop_padding = crop_padding
         self.flip = flip
+        self.cutout = cutout
+        # Cutout fills with the mean colour, which normalises to 0 (DeVries and Taylor 2017).
+        self._fill = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8,
+                                  device=self.device).view(1, -1, 1, 1)
         self.channels_last = channels_last
         self.seed = seed
         self.drop_last = drop_last
@@ -132,8 +140,25 @@ class DeviceBatches:
         flip = (torch.rand(b, generator=gen) < 0.5).nonzero().squeeze(1) if self.flip else None
         padded = self._padded_images()
         if padded.device.type == "cpu" and self._numpy_on_cpu:
-            return torch.from_numpy(_crop_flip_numpy(padded, idx, p, dy, dx, flip))
-        return _crop_flip_torch(padded, idx, p, dy, dx, flip)
+            x = torch.from_numpy(_crop_flip_numpy(padded, idx, p, dy, dx, flip))
+        else:
+            x = _crop_flip_torch(padded, idx, p, dy, dx, flip)
+        return self._cut_out(x, gen) if self.cutout else x
+
+    def _cut_out(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Cutout: one square of side `cutout` per image filled with the mean colour,
+        centred uniformly on the image (so it may hang over the edge). The centres are
+        drawn after the crops and flips, which therefore stay as without Cutout."""
+        b, _, h, w = x.shape
+        cy = torch.randint(0, h, (b, 1), generator=gen).to(x.device)
+        cx = torch.randint(0, w, (b, 1), generator=gen).to(x.device)
+        top, left = cy - self.cutout // 2, cx - self.cutout // 2
+        rows = torch.arange(h, device=x.device).view(1, h)
+        cols = torch.arange(w, device=x.device).view(1, w)
+        in_rows = (rows >= top) & (rows < top + self.cutout)  # (B, H)
+        in_cols = (cols >= left) & (cols < left + self.cutout)  # (B, W)
+        mask = in_rows[:, None, :, None] & in_cols[:, None, None, :]
+        return torch.where(mask, self._fill, x)
 
     # On the CPU, numpy's fancy indexing copies each crop as a block; torch's
     # advanced indexing computes an offset per byte and measured about 5x slower.

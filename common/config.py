@@ -96,8 +96,9 @@ def make_config(params: Mapping[str, Any], *, notebook: str) -> dict:
         seed = config["seed"]
         check("seed", seed, isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
               "a non-negative integer")
-    if "smoke" in config:
-        check("smoke", config["smoke"], isinstance(config["smoke"], bool), "True or False")
+    for flag in ("smoke", "quick"):
+        if flag in config:
+            check(flag, config[flag], isinstance(config[flag], bool), "True or False")
     if "device" in config:
         config["device"] = str(resolve_device(config["device"]))
     for key, value in list(config.items()):
@@ -139,6 +140,7 @@ def write_summary(config: Mapping[str, Any], results: Mapping[str, Any], *,
     summary = {
         "notebook": config.get("notebook"),
         "smoke": bool(config.get("smoke", False)),
+        "quick": bool(config.get("quick", False)),
         "config": dict(config),
         "environment": environment_info(),
         "device": config.get("device"),

@@ -126,6 +126,9 @@ class Experiment:
             return self.records[spec["name"]]
         train_batches, eval_batches, split = self.data[spec["data"]]
         options = {**self.fit_defaults, **spec["fit"]}
+        log(f"--- {spec['name']}: {spec['model']}, {options.get('optimizer', 'sgd')} lr "
+            f"{options['lr']:g}, {train_batches.num_samples:,} training images, "
+            f"evaluated on the {split} split")
         config = {**self.config, "model": spec["model"], "train_images": train_batches.num_samples}
         model, history = train_or_reuse(
             lambda: self.build(spec["model"]), train_batches, eval_batches,

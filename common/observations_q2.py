@@ -6,13 +6,15 @@ smoke-run notice. Written from the results, like every sentence in the notebooks
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from .observations import _cap, _epochs, _join, pct, points
 
-__all__ = ["describe_selection", "describe_confusion", "smoke_notice"]
+__all__ = ["describe_selection", "describe_confusion", "budget_notice", "init_signal_text",
+           "explain_optimisers"]
 
 
 def describe_selection(selection: Mapping[str, Any], test_accuracy: Mapping[str, float],
@@ -92,7 +94,75 @@ def describe_confusion(cm, class_names: Sequence[str]) -> str:
     return " ".join(out)
 
 
-def smoke_notice(train_images: int, eval_images: int, epochs: int) -> str:
-    return (f"**Smoke run**: {train_images} training images, {eval_images} evaluation images, "
-            f"{_epochs(epochs)} per run, on the CPU. It checks that every cell runs; the numbers "
-            "below mean nothing about the methods.")
+def budget_notice(*, smoke: bool, train_images: int, eval_images: int, epochs: int) -> str:
+    """The label a smoke or quick run carries above its numbers."""
+    if smoke:
+        return (f"**Smoke run**: {train_images:,} training images, {eval_images:,} evaluation "
+                f"images, {_epochs(epochs)} per run, on the CPU. It checks that every cell runs; "
+                "the numbers below mean nothing about the methods.")
+    return (f"**Quick run**: {train_images:,} training images (a class-stratified subset), "
+            f"{eval_images:,} evaluation images, {_epochs(epochs)} per run: a budget a laptop CPU "
+            "manages in under an hour. The numbers compare the methods at this budget; they are "
+            "well below what the full settings (the whole training set, 40 epochs, on a GPU) reach.")
+
+
+def init_signal_text(build: Callable[[bool], Any], batch: torch.Tensor, seed: int) -> str:
+    """Why AlexNet has BatchNorm, measured: the spread across images of the logits at
+    initialisation (train mode, as in the first steps, without dropout's noise), for the
+    network built with and without BN. `build(batch_norm)` returns a fresh network."""
+    spread = {}
+    for bn in (False, True):
+        torch.manual_seed(seed)
+        model = build(bn).train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        with torch.no_grad():
+            logits = model(batch.float().cpu())
+        spread[bn] = (logits - logits.mean(0)).std().item()
+    return (f"At initialisation, on the first training batch, the part of the logits that depends "
+            f"on the image has a standard deviation of {spread[False]:.2g} without BatchNorm and "
+            f"{spread[True]:.2g} with it ({spread[True] / spread[False]:.0f} times more). Without "
+            "BN the network's output barely depends on its input, the loss sits at ln 10 = 2.303 "
+            "and gradients are too small to move it for epochs; with BN every optimiser leaves "
+            "chance in its first epoch.")
+
+
+NOISE_POINTS = 0.5  # single-seed differences below this many points are called noise
+
+
+def explain_optimisers(runs: Mapping[str, Mapping[str, Any]], *, baseline: str = "SGD") -> str:
+    """Q2(b): why the optimisers' curves differ, read from them. `runs` maps "SGD",
+    "RMSProp", "Adam" to histories of the same network from the same weights."""
+    done = {k: h for k, h in runs.items() if h["epoch"] and not h.get("stopped")}
+    if baseline not in done or len(done) < 2:
+        return "Too few runs finished to compare the optimisers."
+    first = {k: h["train_loss"][0] for k, h in done.items()}
+    final = {k: h["eval_accuracy"][-1] for k, h in done.items()}
+    gap = {k: h["train_accuracy"][-1] - h["eval_accuracy"][-1] for k, h in done.items()}
+    adaptive = [k for k in done if k != baseline]
+    fast = min(first, key=first.get)
+    out = [f"In the first epoch the training loss falls furthest with {fast} "
+           f"({_join([f'{k} {v:.3f}' for k, v in first.items()])})."]
+    if fast in adaptive:
+        out.append("That is the adaptive step rule at work: RMSProp and Adam divide each weight's "
+                   "step by the running RMS of its gradients, so every weight moves by about the "
+                   "learning rate from the first steps, whatever the scale of its gradient.")
+    else:
+        out.append(f"{baseline}'s steps are proportional to the gradient itself, and with momentum "
+                   "at its peak learning rate they are large from the start; the adaptive "
+                   "optimisers' per-weight normalisation does not make them faster here.")
+    best = max(final, key=final.get)
+    spread = 100 * (max(final.values()) - min(final.values()))
+    if spread < NOISE_POINTS:
+        out.append(f"At the end the three are within {spread:.2f} points of each other, which is "
+                   "within the noise of a single run: no optimiser is better here.")
+    else:
+        out.append(f"At the end {best} is ahead ({_join([f'{k} {pct(v)}' for k, v in final.items()])}).")
+    wider = [k for k in adaptive if 100 * (gap[k] - gap[baseline]) >= NOISE_POINTS]
+    if wider:
+        out.append(f"{_join(wider)} {'ends' if len(wider) == 1 else 'end'} with a wider train/test "
+                   f"gap than {baseline} ({_join([f'{k} {100 * gap[k]:.2f}' for k in done])} "
+                   "points): fitting the training images faster does not carry over in full to "
+                   "new ones, as Wilson et al. (2017) observed for adaptive methods.")
+    return " ".join(out)

@@ -15,13 +15,18 @@ from .plots import _check_history, _finish, _percent, _split
 __all__ = ["plot_accuracy_vs_fraction", "plot_run_costs", "plot_accuracy_vs_time"]
 
 
-
 def plot_accuracy_vs_fraction(fractions: Sequence[float], accuracies: Mapping[str, Sequence[float]],
                               *, title: str | None = None, held_out: str = "test",
+                              near_chance_below: float | None = None,
                               save_to: str | os.PathLike | None = None) -> Figure:
     """Final held-out accuracy (%) against the fraction of training data, one line
-    per label (e.g. pretrained and scratch), each point labelled with its value."""
+    per label (e.g. pretrained and scratch), each point labelled with its value.
+    `near_chance_below` (a fraction, e.g. 0.15) shades the band where a run counts
+    as near chance, so a point inside it is seen as a failed run, not a result."""
     fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    if near_chance_below is not None:
+        ax.axhspan(0, 100 * near_chance_below, color="0.85", zorder=0,
+                   label=f"near chance (below {100 * near_chance_below:g}%)")
     x = [100 * f for f in fractions]
     for (label, acc), marker in zip(accuracies.items(), "os^v"):
         y = _percent(acc)

@@ -13,26 +13,31 @@ from typing import Any, Mapping
 from .config import check, check_positive_int
 from .experiments import run_id
 from .models import MODEL_NAMES
+from .optim import SCHEDULES
 
 __all__ = ["MODEL_B", "OPTIMISER_LABEL", "MODEL_LABEL", "METHODS_C", "check_q2_config",
-           "q2_specs", "label_of"]
+           "q2_specs", "label_of", "budget"]
 
 MODEL_B = "alexnet"  # Q2(b) names AlexNet; not a parameter
 OPTIMISER_LABEL = {"sgd": "SGD", "rmsprop": "RMSProp", "adam": "Adam"}
 MODEL_LABEL = {"vgg16": "VGG16", "vgg13": "VGG13", "vgg11": "VGG11", "resnet18": "ResNet18",
                "resnet34": "ResNet34", "alexnet": "AlexNet"}
 
-# Q2(c) candidate methods: (what changes, the fit options it changes). Each changes
-# exactly one setting of the baseline recipe (AlexNet + SGD as in (b)), so its gain
-# can be attributed to it.
-METHODS_C: dict[str, tuple[str, dict[str, Any]]] = {
-    "cosine": ("cosine decay of the learning rate from lr_sgd to 0, per batch",
-               {"schedule": "cosine"}),
-    "onecycle": ("one-cycle schedule: warm-up to lr_sgd, then annealing, momentum cycled inversely",
-                 {"schedule": "onecycle"}),
-    "step": ("step decay: lr_sgd divided by 10 after each third of the epochs",
-             {"schedule": "step"}),
-    "label_smoothing": ("label smoothing 0.1 in the training loss", {"label_smoothing": 0.1}),
+# Q2(c) candidate methods: (what changes, the fit options it changes, the training data
+# it uses). Each changes exactly one thing of its network's baseline recipe, so its
+# gain can be attributed to it; they are of different kinds: the loss, the data
+# augmentation and the learning-rate schedule.
+METHODS_C: dict[str, tuple[str, dict[str, Any], str]] = {
+    "label_smoothing": ("label smoothing 0.1: the training targets put 0.9 on the true class "
+                        "and share 0.1 over all classes (Szegedy et al. 2016)",
+                        {"label_smoothing": 0.1}, "val"),
+    "cutout": ("Cutout: one square of cutout_size pixels per training image is masked with "
+               "the mean colour (DeVries and Taylor 2017)", {}, "val_cutout"),
+    "onecycle": ("one-cycle schedule instead of cosine: a warm-up to the same peak lr over 30% "
+                 "of the steps, then annealing, momentum cycled inversely (Smith 2018)",
+                 {"schedule": "onecycle", "schedule_options": {}}, "val"),
+    "step": ("step decay instead of cosine: the lr divided by 10 after each third of the epochs",
+             {"schedule": "step", "schedule_options": {}}, "val"),
 }
 
 
@@ -42,8 +47,12 @@ def label_of(model: str) -> str:
 
 def check_q2_config(c: Mapping[str, Any]) -> None:
     """The Q2-specific parameter checks (make_config checks the shared ones)."""
-    for name in ("epochs", "batch_size", "smoke_train_images", "smoke_eval_images"):
+    for name in ("epochs", "batch_size", "smoke_train_images", "smoke_eval_images", "cutout_size"):
         check_positive_int(name, c[name])
+    for name in ("train_images", "eval_images"):
+        check(name, c[name], isinstance(c[name], int) and not isinstance(c[name], bool)
+              and c[name] >= 0, "0 (all images) or a positive number of images")
+    check("schedule", c["schedule"], c["schedule"] in SCHEDULES, f"one of {', '.join(SCHEDULES)}")
     for name in ("lr_sgd", "lr_rmsprop", "lr_adam"):
         check(name, c[name], isinstance(c[name], (int, float)) and c[name] > 0,
               "a positive learning rate")
@@ -51,11 +60,15 @@ def check_q2_config(c: Mapping[str, Any]) -> None:
           and 0 <= c["momentum"] < 1, "a number in [0, 1)")
     check("nesterov", c["nesterov"], isinstance(c["nesterov"], bool)
           and (not c["nesterov"] or c["momentum"] > 0), "True or False (True needs momentum > 0)")
-    check("weight_decay", c["weight_decay"], isinstance(c["weight_decay"], (int, float))
-          and c["weight_decay"] >= 0, "a number >= 0")
+    for name in ("weight_decay", "weight_decay_adaptive", "warmup_epochs"):
+        check(name, c[name], isinstance(c[name], (int, float)) and c[name] >= 0, "a number >= 0")
     models_a = c["models_a"]
     check("models_a", models_a, isinstance(models_a, list) and len(models_a) > 0
           and len(set(models_a)) == len(models_a) and all(m in MODEL_NAMES for m in models_a),
+          f"a list of distinct model names from: {', '.join(MODEL_NAMES)}")
+    check("models_c", c["models_c"], isinstance(c["models_c"], list) and len(c["models_c"]) > 0
+          and len(set(c["models_c"])) == len(c["models_c"])
+          and all(m in MODEL_NAMES for m in c["models_c"]),
           f"a list of distinct model names from: {', '.join(MODEL_NAMES)}")
     methods = c["methods_c"]
     check("methods_c", methods, isinstance(methods, list) and len(methods) >= 2
@@ -65,26 +78,45 @@ def check_q2_config(c: Mapping[str, Any]) -> None:
           and 0 < c["val_fraction"] < 1, "a fraction in (0, 1), e.g. 0.1")
 
 
+def budget(c: Mapping[str, Any]) -> dict[str, int]:
+    """The images each part trains and evaluates on: 0 means all of them. Smoke runs
+    take their tiny sizes; the quick profile sets train_images and eval_images."""
+    if c["smoke"]:
+        return {"train_images": c["smoke_train_images"], "eval_images": c["smoke_eval_images"]}
+    return {"train_images": c["train_images"], "eval_images": c["eval_images"]}
+
+
 def _spec(c: Mapping[str, Any], part: str, model: str, optimizer: str = "sgd",
           method: str = "baseline") -> dict[str, Any]:
-    """One run: (a) and (b) are monitored on the test set, (c) on the validation split."""
+    """One run: (a) and (b) are monitored on the test set, (c) on the validation split.
+
+    The recipe: every optimiser follows the same schedule from its own peak lr. SGD
+    uses Nesterov momentum and L2 weight decay; Adam and RMSProp decay the weights
+    decoupled from their adaptive steps (common.optim), by weight_decay_adaptive."""
     lr = {"sgd": c["lr_sgd"], "rmsprop": c["lr_rmsprop"], "adam": c["lr_adam"]}[optimizer]
     fit = {"optimizer": optimizer, "lr": lr, "momentum": c["momentum"],
-           "nesterov": c["nesterov"] and optimizer == "sgd", "weight_decay": c["weight_decay"],
-           "schedule": "none", "label_smoothing": 0.0}
+           "nesterov": c["nesterov"] and optimizer == "sgd",
+           "weight_decay": c["weight_decay"] if optimizer == "sgd" else c["weight_decay_adaptive"],
+           "schedule": c["schedule"], "label_smoothing": 0.0,
+           "schedule_options": {"warmup_epochs": c["warmup_epochs"]} if c["schedule"] == "cosine" else {}}
+    data = "val" if part == "c" else "test"
     if method != "baseline":
         fit.update(METHODS_C[method][1])
+        data = METHODS_C[method][2]
     monitored = "val" if part == "c" else "test"
     label = f"{part}_{model}_{optimizer}" + ("" if method == "baseline" else f"_{method}")
-    identity = {"model": model, "fit": fit, "epochs": c["epochs"], "batch_size": c["batch_size"],
-                "monitored": monitored, "seed": c["seed"], "smoke": c["smoke"]}
+    identity = {"model": model, "fit": fit, "data": data, "epochs": c["epochs"],
+                "batch_size": c["batch_size"], "seed": c["seed"], "smoke": c["smoke"],
+                "cutout_size": c["cutout_size"] if data.endswith("cutout") else None, **budget(c)}
     return {"part": part, "name": run_id(label, identity), "model": model, "optimizer": optimizer,
             "method": method, "monitored": monitored, "lr": lr, "label": label_of(model),
-            "data": monitored, "fit": fit}
+            "data": data, "fit": fit}
 
 
 def q2_specs(c: Mapping[str, Any]) -> dict[str, list[dict]]:
-    """Every run of Q2, by part, from the validated config."""
+    """Every run of Q2, by part, from the validated config. (c) has, for each network of
+    models_c, its baseline and each candidate method."""
     return {"a": [_spec(c, "a", m) for m in c["models_a"]],
             "b": [_spec(c, "b", MODEL_B, opt) for opt in ("sgd", "rmsprop", "adam")],
-            "c": [_spec(c, "c", MODEL_B, "sgd", m) for m in ["baseline", *c["methods_c"]]]}
+            "c": [_spec(c, "c", m, "sgd", method) for m in c["models_c"]
+                  for method in ["baseline", *c["methods_c"]]]}

@@ -16,13 +16,13 @@ A history holds lists, one entry per epoch: "epoch" (1-based), "train_loss",
 batch) and "seconds"; accuracies are fractions. "eval_split" names the held-out
 set ("test" or "validation"), so no validation number is ever shown as a test
 one. "stopped" is None, or why the run stopped early (a non-finite loss): the
-lists then hold the epochs before it, the model holds the weights of the last of
-them, and the stop is returned, not raised.
+lists then hold the epochs up to the last checkpoint before it, the model holds the
+weights of the last of them, and the stop is returned, not raised.
 
 Calling `fit` again with the same settings continues an unfinished run from its
-last completed epoch, or reuses a finished one (weights loaded, history returned,
-nothing trained) unless `force=True`. Different settings are an error naming the
-keys, never a silent mix of two runs.
+last checkpoint (see `checkpoint_overhead`), or reuses a finished one (weights
+loaded, history returned, nothing trained) unless `force=True`. Different settings
+are an error naming the keys, never a silent mix of two runs.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import os
 import re
 import time
 import warnings
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 
 from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, ConfigMismatchError, RunDir,
                           load_history, normalise_settings, rng_state, run_status, set_rng_state)
-from .config import check, check_positive_int
+from .config import check, check_fraction, check_positive_int
 from .models import count_parameters
 from .optim import (OPTIMIZERS, SCHEDULE_OPTIONS, SCHEDULES, check_name, make_optimizer,
                     make_scheduler, parameter_groups, schedule_settings)
@@ -137,7 +138,8 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
         label_smoothing: float = 0.0, amp: bool = True, channels_last: bool = False,
         lr_multipliers: Mapping[str, float] | None = None, force: bool = False,
         config: Mapping[str, Any] | None = None, log: Callable[[str], None] = print,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+        checkpoint_overhead: float | None = 0.05) -> dict[str, Any]:
     """Train `model` for `epochs` epochs (or resume/reuse the run in `run_dir`); return
     its history (see the module docstring).
 
@@ -152,20 +154,19 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
     config: the caller's description of the run (model name, data, seed, ...). It is
         compared, with the training settings, with the saved run's, so put in it what
         defines the run, not paths or the device (a run may resume on another machine).
-    on_epoch_end(epoch, history): called after each epoch's checkpoint is written.
+    on_epoch_end(epoch, history): called after each epoch (and its checkpoint, if due).
+    checkpoint_overhead: the largest share of the run's time spent writing checkpoints:
+        one is written after an epoch once the time since the last write is at least
+        that write's duration / checkpoint_overhead (None or 0: after every epoch). The
+        final one is always written. Not a setting of the run: change it freely.
     """
     fit_settings = dict(epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum,
                         nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
                         schedule_options=schedule_settings(schedule, schedule_options),
                         label_smoothing=label_smoothing, amp=amp, channels_last=channels_last,
                         lr_multipliers=dict(lr_multipliers or {}))
-    _check_fit_settings(fit_settings, eval_split, len(train_batches))
-    settings = normalise_settings({"fit": {
-        "model_class": type(model).__name__, "parameters": count_parameters(model),
-        **fit_settings, "eval_split": eval_split, "train_batches": len(train_batches),
-        "train_samples": getattr(train_batches, "num_samples", None),
-        "eval_batches": len(eval_batches),
-        "eval_samples": getattr(eval_batches, "num_samples", None)}, "config": dict(config or {})})
+    _check_fit_settings(fit_settings, eval_split, len(train_batches), checkpoint_overhead)
+    settings = _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, config)
     run = RunDir(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     if force:
@@ -187,13 +188,23 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
     history.setdefault("eval_split", eval_split)  # runs saved before histories named their split
     return _epoch_loop(model, train_batches, eval_batches, run, parts, history, start=start,
                        epochs=epochs, device=device, channels_last=channels_last, log=log,
-                       on_epoch_end=on_epoch_end, settings=settings)
+                       on_epoch_end=on_epoch_end, settings=settings, overhead=checkpoint_overhead)
+
+
+def _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, config) -> dict:
+    """What defines the run, as saved in config.json and compared on every re-run."""
+    return normalise_settings({"fit": {
+        "model_class": type(model).__name__, "parameters": count_parameters(model),
+        **fit_settings, "eval_split": eval_split, "train_batches": len(train_batches),
+        "train_samples": getattr(train_batches, "num_samples", None),
+        "eval_batches": len(eval_batches),
+        "eval_samples": getattr(eval_batches, "num_samples", None)}, "config": dict(config or {})})
 
 
 def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, history: dict, *,
                 start: int, epochs: int, device, channels_last: bool, log, on_epoch_end,
-                settings) -> dict:
-    """Epochs start+1..epochs: train, evaluate, checkpoint, log. Returns the history."""
+                settings, overhead: float | None) -> dict:
+    """Epochs start+1..epochs: train, evaluate, checkpoint when due, log. Returns the history."""
     opt, scheduler, per_batch = parts["optimizer"], parts["scheduler"], parts["per_batch"]
     split, width, spent = history["eval_split"], len(str(epochs)), []
     for epoch in range(start, epochs):
@@ -230,20 +241,24 @@ def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, hi
                "seconds": spent[-1]}
         for key in HISTORY_KEYS:
             history[key].append(row[key])
-        run.save(_snapshot(model, parts, epoch + 1, history, settings))
-        run.write_history(history)
+        if epoch + 1 < epochs or not overhead:  # else the final checkpoint follows at once
+            run.checkpoint(partial(_snapshot, model, parts, epoch + 1, history, settings), overhead)
+        run.write_history(history)  # small: every epoch, even when the checkpoint waits
         eta = sum(spent) / len(spent) * (epochs - epoch - 1)
         log(f"epoch {epoch + 1:>{width}}/{epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.4f}  {split} loss {row['eval_loss']:.4f} "
             f"acc {row['eval_accuracy']:.4f}  lr {lr_now:.2e}  s {spent[-1]:.1f}  "
             f"ETA {_format_seconds(eta)}")
+        if epoch == start and epoch + 1 < epochs:  # once: how much a disconnect can lose
+            log(run.checkpoint_plan(overhead, spent[0], epochs - epoch - 1))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
     run.save_final(_snapshot(model, parts, epochs, history, settings))
     return history
 
 
-def _check_fit_settings(s: Mapping[str, Any], eval_split: str, steps_per_epoch: int) -> None:
+def _check_fit_settings(s: Mapping[str, Any], eval_split: str, steps_per_epoch: int,
+                        checkpoint_overhead: float | None) -> None:
     check_positive_int("epochs", s["epochs"])
     check("lr", s["lr"], isinstance(s["lr"], (int, float)) and s["lr"] > 0, "a positive number")
     check("momentum", s["momentum"], isinstance(s["momentum"], (int, float))
@@ -254,6 +269,8 @@ def _check_fit_settings(s: Mapping[str, Any], eval_split: str, steps_per_epoch: 
           and 0 <= s["label_smoothing"] < 1, "a number in [0, 1)")
     check_name("optimizer", s["optimizer"], OPTIMIZERS)
     check_name("eval_split", eval_split, EVAL_SPLITS)
+    if checkpoint_overhead not in (None, 0):  # both mean a checkpoint after every epoch
+        check_fraction("checkpoint_overhead", checkpoint_overhead)
     if steps_per_epoch == 0:
         raise ValueError("train_batches is empty: there is nothing to train on")
 
@@ -270,7 +287,8 @@ def _training_parts(model: nn.Module, s: Mapping[str, Any], device: torch.device
     dtype = autocast_dtype(device, s["amp"])
     groups = parameter_groups(model, s["lr"], s["lr_multipliers"])
     opt = make_optimizer(s["optimizer"], groups, lr=s["lr"], momentum=s["momentum"],
-                         nesterov=s["nesterov"], weight_decay=s["weight_decay"])
+                         nesterov=s["nesterov"], weight_decay=s["weight_decay"],
+                         fused=device.type == "cuda")
     scheduler, per_batch = make_scheduler(s["schedule"], opt, epochs=s["epochs"],
                                           steps_per_epoch=steps_per_epoch,
                                           options=s["schedule_options"])

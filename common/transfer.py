@@ -25,6 +25,10 @@ Partial fine-tuning: layer_groups names each model's groups (resnet18: stem,
 layer1..layer4, head; vgg16: block1..block5, fc6, fc7, head; alexnet:
 conv1..conv5, fc6, fc7, head) and `freeze` is 'none', 'head' (a linear probe)
 or 'upto:<group>'. Frozen BatchNorm layers stay in eval mode (EvalBatchNorm2d).
+
+The head's own learning rate: head_lr_multipliers(name, 10) is fit's
+`lr_multipliers` for a new head at 10x the lr of the layers below it.
+initialise_scratch re-draws a from-scratch model's weights (same architecture).
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ from .weights import TRANSFER_MODELS, imagenet_weights, load_imagenet_state, mod
 __all__ = ["TRANSFER_MODELS", "EvalBatchNorm2d", "build_transfer_model", "replace_head",
            "transfer_model_names", "normalisation", "min_image_size", "check_image_size",
            "display_name", "layer_groups", "freeze_strategies", "apply_freeze",
-           "parameter_counts", "param_groups"]
+           "parameter_counts", "param_groups", "head_module", "head_lr_multipliers",
+           "SCRATCH_INITS", "initialise_scratch"]
 
 CIFAR_SIZE = 32  # we never shrink CIFAR below its native size: that only discards pixels
 
@@ -133,6 +138,49 @@ def replace_head(model: nn.Module, head: str, num_classes: int) -> nn.Linear:
     new = nn.Linear(old.in_features, num_classes)
     setattr(parent, attr, new)
     return new
+
+
+def head_module(name: str) -> str:
+    """Qualified name of the new head of `name` ('classifier.6' or 'fc'), the last
+    of layer_groups' groups: the key under which fit's lr_multipliers gives it its own lr."""
+    return model_spec(name).head
+
+
+def head_lr_multipliers(name: str, factor: float) -> dict[str, float]:
+    """fit's `lr_multipliers` training the new head at `factor` times the lr of
+    the layers below it ({} for 1, so such a run's settings read as plain fit's)."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+        raise ValueError(f"head lr multiplier {factor!r}: expected a positive number")
+    return {} if factor == 1 else {head_module(name): float(factor)}
+
+
+# Q3(a): the from-scratch baseline's initialisation
+SCRATCH_INITS = ("torchvision", "kaiming")
+
+
+def initialise_scratch(model: nn.Module, init: str = "torchvision") -> nn.Module:
+    """Re-initialise a from-scratch model in place; the architecture is untouched.
+
+    'torchvision' keeps the library's own initialisation. For AlexNet that is
+    PyTorch's layer default, uniform with variance 1/(3 fan_in): a sixth of the
+    2/fan_in that keeps a ReLU network's signal at constant scale (He et al. 2015).
+    Through five convolutions and three linear layers without BatchNorm the signal
+    shrinks layer by layer, forward and backward: the logits start tiny, and the
+    gradients reaching the first layers are tinier still.
+    'kaiming' draws every convolution and linear weight from He et al.'s normal
+    distribution (fan_in, ReLU gain: variance 2/fan_in, the forward signal keeps
+    its scale) and zeroes the biases; BatchNorm layers, where present, keep
+    weight 1 and bias 0.
+    """
+    if init not in SCRATCH_INITS:
+        raise ValueError(f"init={init!r}: expected one of {', '.join(SCRATCH_INITS)}")
+    if init == "kaiming":
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                if module.bias is not None:  # ResNet's convolutions have none
+                    nn.init.zeros_(module.bias)
+    return model
 
 
 # --- layer groups and freezing -------------------------------------------------------

@@ -86,7 +86,7 @@ def executed_notebook(question: str, *, epochs: int = 40) -> nbformat.NotebookNo
     return nb
 
 
-def write_results(results_dir: Path, question: str, *, smoke: bool = False,
+def write_results(results_dir: Path, question: str, *, smoke: bool = False, quick: bool = False,
                   parts=None, figures=None) -> Path:
     """Figures on disk and a summary.json from the real `write_summary`."""
     from common.config import write_summary
@@ -96,7 +96,7 @@ def write_results(results_dir: Path, question: str, *, smoke: bool = False,
         for name in names:
             (results_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (results_dir / name).write_bytes(png_bytes(name))
-    config = {"notebook": question, "smoke": smoke, "device": "cpu", "seed": 0,
+    config = {"notebook": question, "smoke": smoke, "quick": quick, "device": "cpu", "seed": 0,
               "results_dir": str(results_dir)}
     results = {"parts": PARTS[question] if parts is None else parts, "figures": figures,
                "test_accuracy": 0.8765}

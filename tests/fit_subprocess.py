@@ -1,12 +1,15 @@
 """A small, fully seeded training run in its own process, for the kill-and-resume test.
 
     python tests/fit_subprocess.py RUN_DIR OUT_FILE [--kill-at EPOCH BATCH]
+                                   [--checkpoint-overhead FRACTION]
 
 Trains a tiny conv net (BatchNorm and dropout, so buffers and the torch RNG
 matter) with Adam, a one-cycle schedule and label smoothing on synthetic images,
 and saves the returned history and final weights to OUT_FILE. With --kill-at the
 process SIGKILLs itself while fetching batch BATCH (1-based) of epoch EPOCH,
-mid-epoch, as a crashed or disconnected Colab runtime would stop.
+mid-epoch, as a crashed or disconnected Colab runtime would stop. Checkpoints
+are written after every epoch unless --checkpoint-overhead is given (fit's
+checkpoint_overhead).
 """
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("out")
     parser.add_argument("--kill-at", nargs=2, type=int, metavar=("EPOCH", "BATCH"))
+    parser.add_argument("--checkpoint-overhead", type=float, default=None)
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # one thread: the same reduction order in every process
@@ -77,7 +81,8 @@ def main() -> None:
     model = tiny_net()
     history = fit(model, train, test, run_dir=args.run_dir, epochs=EPOCHS, optimizer="adam",
                   lr=0.01, weight_decay=1e-4, schedule="onecycle", label_smoothing=0.1,
-                  device="cpu", config={"model": "tiny_net", "seed": 0})
+                  device="cpu", config={"model": "tiny_net", "seed": 0},
+                  checkpoint_overhead=args.checkpoint_overhead)
     torch.save({"history": history, "model": model.state_dict()}, args.out)
 
 

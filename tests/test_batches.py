@@ -191,3 +191,29 @@ def test_images_must_be_uint8():
     with pytest.raises(ValueError, match="expected uint8"):
         DeviceBatches(make_images(4).float(), torch.zeros(4, dtype=torch.int64),
                       batch_size=2, mean=MEAN, std=STD)
+
+
+def test_cutout_masks_one_mean_coloured_square_and_leaves_the_rest_as_without_it():
+    images, labels = make_images(32), torch.arange(32)
+    common = dict(batch_size=16, train=True, mean=MEAN, std=STD, seed=3)
+    plain = torch.cat([x for x, _ in DeviceBatches(images, labels, **common)])
+    cut = torch.cat([x for x, _ in DeviceBatches(images, labels, cutout=8, **common)])
+    fill = reference_normalise(torch.tensor([round(255 * m) for m in MEAN],
+                                            dtype=torch.uint8).view(3, 1, 1))
+    for a, b in zip(plain, cut):
+        changed = (a != b).any(0)
+        rows, cols = changed.any(1).nonzero().squeeze(1), changed.any(0).nonzero().squeeze(1)
+        # Where it differs, the image is the fill colour; the changed pixels form one
+        # rectangle (a square clipped by the image's edge) no larger than 8 x 8.
+        if len(rows):
+            assert torch.allclose(b[:, changed], fill.view(3, 1).expand(3, int(changed.sum())), atol=1e-5)
+            assert changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+            assert len(rows) <= 8 and len(cols) <= 8
+    masked = (plain != cut).any(1).sum((1, 2)).float()
+    assert masked.mean() > 0.5 * 64  # most squares lie mostly inside the image
+    # Evaluation batches are never cut, and a bad side is refused with its range.
+    evaluation = DeviceBatches(images, labels, batch_size=16, mean=MEAN, std=STD, cutout=8)
+    assert torch.allclose(torch.cat([x for x, _ in evaluation]),
+                          torch.stack([reference_normalise(i) for i in images]), atol=1e-5)
+    with pytest.raises(ValueError, match="cutout=40"):
+        DeviceBatches(images, labels, batch_size=16, mean=MEAN, std=STD, cutout=40)

@@ -14,7 +14,9 @@ from PIL import Image
 from benchmarks.loop import MinimalLoop, compare_fit_overhead, full_recipe
 from benchmarks.pipelines import (OurPipeline, StandardPipeline, UInt8ImageDataset,
                                   compare_pipelines, standard_transform)
-from benchmarks.quality import compare_recipes
+from benchmarks.bench import QUALITY_TARGET, quality_budget, quality_rows
+from benchmarks.quality import (REFERENCE, REFERENCE_BATCH_SIZE, compare_networks, q2_config,
+                                quality_plan)
 from benchmarks.timing import interleave
 from common.data import ImageDataset
 from common.models import build_model
@@ -149,16 +151,90 @@ def test_quality_comparison_runs_and_tests_a_trained_model_without_retraining(tm
     g = torch.Generator().manual_seed(1)
     ds = ImageDataset("cifar10", images(200), torch.arange(200) % 10, images(40, seed=2),
                       torch.randint(0, 10, (40,), generator=g), classes=(), source="synthetic")
-    recipes = {"plain": {"lr": 0.01}, "smoothed": {"lr": 0.01, "label_smoothing": 0.1}}
+    # Two tiny "networks" in the shape of quality_plan's items; lenet5's two rows share
+    # their reference run as AlexNet's three optimiser rows do.
+    plan = [{"name": f"lenet5_{opt}", "label": f"LeNet5 {opt}", "model": "lenet5", "part": "b",
+             "optimizer": opt, "ours": {"optimizer": opt, "lr": 0.01, "label_smoothing": 0.1},
+             "ours_batch_size": 20, "reference": dict(REFERENCE), "reference_batch_size": 20}
+            for opt in ("sgd", "adam")]
     torch.manual_seed(5)
     ready = build_model("lenet5")
-    result = compare_recipes(ds, recipes=recipes, model_name="lenet5", train_images=100,
-                             epochs=1, val_images=10, batch_size=20, run_root=tmp_path,
-                             trained={"plain": (ready, {"epoch": [], "eval_accuracy": [],
-                                                        "stopped": None}, 0.0)},
-                             log=lambda line: None)
-    plain, smoothed = result["recipes"]["plain"], result["recipes"]["smoothed"]
-    assert plain["test_images"] == 40 and plain["epochs_trained"] == 0  # tested, not retrained
-    assert smoothed["epochs_trained"] == 1
-    assert 0 <= plain["test_accuracy"] <= 1
-    assert smoothed["difference_from_plain"] == smoothed["test_accuracy"] - plain["test_accuracy"]
+    result = compare_networks(ds, plan, train_images=100, epochs=1, val_images=10,
+                              run_root=tmp_path,
+                              trained={"lenet5_reference": (ready, {"epoch": [], "eval_accuracy": [],
+                                                                    "stopped": None, "seconds": []})},
+                              log=lambda line: None)
+    runs = result["runs"]
+    assert set(runs) == {"lenet5_sgd_ours", "lenet5_adam_ours", "lenet5_reference"}
+    ref = runs["lenet5_reference"]
+    assert ref["test_images"] == 40 and ref["epochs_trained"] == 0  # tested, not retrained
+    assert runs["lenet5_adam_ours"]["epochs_trained"] == 1 and runs["lenet5_adam_ours"]["seconds"] > 0
+    assert [r["reference"] for r in result["rows"]] == ["lenet5_reference"] * 2
+    for r in result["rows"]:
+        assert r["difference"] == runs[r["ours"]]["test_accuracy"] - ref["test_accuracy"]
+    assert not any(tmp_path.iterdir())  # checkpoints are cleaned up
+    # The table: one row per item, the difference in points, the target checked per row.
+    rows = quality_rows(result, plan)
+    assert len(rows) == 2 and all(r["target"] == QUALITY_TARGET for r in rows)
+    for r, made in zip(rows, result["rows"]):
+        assert r["met"] == (made["difference"] >= 0)
+        assert r["ratio"] == f"{made['difference'] * 100:+.1f} pts"
+        assert r["ours"].endswith(" s") and "kuangliu" in r["note"]
+    assert "same reference run" in rows[1]["note"] and "same reference run" not in rows[0]["note"]
+
+
+def test_ours_is_the_recipe_the_notebook_trains():
+    from common.recipes import q2_specs
+    from common.tools.run import notebook_defaults
+
+    config = q2_config()
+    assert config == {**notebook_defaults(ROOT / "Q2" / "Q2.ipynb", ROOT / "profiles" / "quick.yaml"),
+                      "model_b": "alexnet"}
+    plan = quality_plan(config)
+    specs = q2_specs(config)
+    assert [(i["model"], i["optimizer"]) for i in plan] == \
+        [(s["model"], s["optimizer"]) for s in specs["a"] + specs["b"]]
+    assert [i["model"] for i in plan[-3:]] == ["alexnet"] * 3  # Q2(b): SGD, RMSProp, Adam
+    for item, spec in zip(plan, specs["a"] + specs["b"]):
+        assert item["ours"] == spec["fit"] and item["ours_batch_size"] == config["batch_size"]
+    # A changed parameter changes the measured recipe, and nothing else does.
+    changed = quality_plan({**config, "lr_sgd": 0.02, "lr_adam": 3e-4, "nesterov": False})
+    lr = {"sgd": 0.02, "rmsprop": config["lr_rmsprop"], "adam": 3e-4}
+    assert [i["ours"]["lr"] for i in changed] == [lr[i["optimizer"]] for i in changed]
+    assert not any(i["ours"]["nesterov"] for i in changed)
+    assert [i["reference"] for i in changed] == [i["reference"] for i in plan]
+    assert [i["model"] for i in quality_plan({**config, "models_a": ["vgg11"]})][0] == "vgg11"
+
+
+def test_reference_is_kuangliu_pytorch_cifar():
+    # main.py: SGD(lr=0.1, momentum=0.9, weight_decay=5e-4), classical momentum,
+    # CosineAnnealingLR to 0, plain cross-entropy, batch 128.
+    assert REFERENCE == {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False,
+                         "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.0}
+    assert REFERENCE_BATCH_SIZE == 128
+    assert all(i["reference"] == REFERENCE and i["reference_batch_size"] == 128
+               for i in quality_plan(q2_config()))
+    # What fit builds from it (MinimalLoop uses fit's own optimiser and schedule).
+    loop = MinimalLoop(build_model("lenet5"), REFERENCE, epochs=2, steps_per_epoch=3)
+    group = loop.optimizer.param_groups[0]
+    assert isinstance(loop.optimizer, torch.optim.SGD)
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == \
+        (0.1, 0.9, False, 5e-4)
+    assert isinstance(loop.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert loop.scheduler.eta_min == 0 and loop.scheduler.T_max == 6
+    assert loop.criterion.label_smoothing == 0
+
+
+def test_quality_budget_is_the_quick_profiles():
+    import yaml
+
+    config = q2_config()
+    profile = yaml.safe_load((ROOT / "profiles" / "quick.yaml").read_text())["notebooks"]["Q2/Q2.ipynb"]
+    assert quality_budget(config, quick=False) == {
+        "train_images": profile["train_images"], "epochs": profile["epochs"],
+        "test_images": profile["eval_images"], "source": "profiles/quick.yaml"}
+    quick = quality_budget(config, quick=True)
+    assert quick["train_images"] < profile["train_images"] and quick["epochs"] < profile["epochs"]
+    smaller = quality_budget(config, quick=False, train_images=1000)
+    assert (smaller["train_images"], smaller["epochs"]) == (1000, profile["epochs"])
+    assert "--train-images" in smaller["source"]

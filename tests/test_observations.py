@@ -12,7 +12,7 @@ import pytest
 
 from common import observations as obs
 from common.experiments import choose_methods
-from common.observations_q2 import describe_confusion, describe_selection, smoke_notice
+from common.observations_q2 import budget_notice, describe_confusion, describe_selection
 
 
 def make_history(train_loss, test_loss, train_acc, test_acc, stopped=None):
@@ -226,6 +226,25 @@ def test_describe_confusion_names_the_right_classes():
     assert "Counting both directions, bird and cat are confused most often (50 images)" in text
 
 
-def test_smoke_notice():
-    text = smoke_notice(100, 50, 2)
+def test_budget_notices():
+    text = budget_notice(smoke=True, train_images=100, eval_images=50, epochs=2)
     assert text.startswith("**Smoke run**") and "100 training images" in text and "2 epochs" in text
+    text = budget_notice(smoke=False, train_images=2500, eval_images=1000, epochs=5)
+    assert text.startswith("**Quick run**") and "2,500 training images" in text
+    assert "5 epochs" in text and "mean nothing" not in text
+
+
+def test_explain_optimisers_reads_the_curves():
+    from common.observations_q2 import explain_optimisers
+
+    e = np.arange(1, 6)
+    sgd = make_history(2.0 / e, 1.5 / e, 0.5 + 0.05 * e, 0.45 + 0.05 * e)  # ends 70%, gap 5
+    adam = make_history(1.6 / e, 1.4 / e, 0.6 + 0.06 * e, 0.45 + 0.04 * e)  # ends 65%, gap 25
+    rms = make_history(1.8 / e, 1.4 / e, 0.5 + 0.05 * e, 0.452 + 0.05 * e)
+    text = explain_optimisers({"SGD": sgd, "RMSProp": rms, "Adam": adam})
+    assert "falls furthest with Adam" in text and "SGD 2.000, RMSProp 1.800 and Adam 1.600" in text
+    assert "adaptive step rule" in text and "At the end RMSProp is ahead" in text
+    assert "Adam ends with a wider train/test gap" in text and "RMSProp ends" not in text
+    level = explain_optimisers({"SGD": sgd, "Adam": make_history(*(sgd[k] for k in (
+        "train_loss", "eval_loss", "train_accuracy", "eval_accuracy")))})
+    assert "within the noise of a single run" in level and "steps are proportional" in level

@@ -32,7 +32,7 @@ def smoke_run(cifar_data_dir):
 
 def test_smoke_run_writes_every_part_and_figure(smoke_run):
     s = smoke_run["summary"]
-    assert s["smoke"] is True and s["config"]["device"] == "cpu"
+    assert s["smoke"] is True and s["quick"] is False and s["config"]["device"] == "cpu"
     results = s["results"]
     assert results["parts"] == ["a", "b", "c"]
     assert set(results["figures"]) == {"a", "b", "c"}
@@ -102,3 +102,30 @@ def test_fabricated_weights_are_labelled_and_kept_out_of_torch_home(smoke_run):
     assert "**Not ImageNet weights**" in text and "**Smoke run**" in text
     for part in ("(a)", "(b)", "(c)"):
         assert f"**Observations {part}.**" in text
+
+
+def test_recipes_and_near_chance_flags_reach_the_summary_and_the_text(smoke_run):
+    s = smoke_run["summary"]
+    config, results = s["config"], s["results"]
+    for r in results["runs"]:
+        # Fine-tuning trains the new head at head_lr_multiplier x lr; from scratch one lr for all.
+        if r["pretrained"]:
+            assert r["head_lr_multiplier"] == config["head_lr_multiplier"]
+            assert r["optimizer"] == config["optimizer"] and r["init"] is None
+        else:
+            assert r["head_lr_multiplier"] == 1 and r["optimizer"] == config["scratch_optimizer"]
+            assert r["init"] == config["scratch_init"]
+        final = r["history"]["eval_accuracy"][-1]
+        assert r["near_chance"] == (final < r["chance_accuracy"] + r["chance_margin"] - 1e-9)
+    flagged = [r["run_dir"] for r in results["runs"] if r["near_chance"]]
+    assert sorted({n["run_dir"] for n in results["near_chance_runs"]}) == sorted(set(flagged))
+    text = shown_text(smoke_run["nb"])
+    if flagged:  # the caveats (Markdown) and the training log (stream) both say so
+        assert "**WARNING, near chance**" in text and "WARNING: NEAR CHANCE" in text
+    void = [f for f in config["fractions"] if any(
+        r["near_chance"] for r in results["runs"] if r["part"] == "a" and r["fraction"] == f)]
+    for f in void:
+        assert f"With {100 * f:g}% of the training pool" in text
+    assert text.count("the comparison is void") == len(void)
+    # The budget notice is generated from the actual sizes.
+    assert f"a pool of {config['smoke_train_images']:,} training images" in text

@@ -211,6 +211,17 @@ def test_smoke_run_is_refused_unless_allowed_then_labelled(bundle):
         assert "Q1/SMOKE_RUN.txt" not in names and "Q3/SMOKE_RUN.txt" not in names
 
 
+def test_quick_run_is_accepted_and_labelled(bundle, capsys):
+    write_results(bundle / "build" / "Q2" / "results", "Q2", quick=True)
+    assert submit.main(["--root", str(bundle), "check"]) == 0
+    out = capsys.readouterr().out
+    assert "Q2: QUICK RUN" in out and "ran to the end" in out and "ran in full" not in out
+    with zipfile.ZipFile(submit.build_zip(STUDENT, bundle)) as zf:
+        names = zf.namelist()
+        assert "Q2/QUICK_RUN.txt" in names and "Q1/QUICK_RUN.txt" not in names
+        assert "at that budget" in zf.read("Q2/QUICK_RUN.txt").decode()
+
+
 def test_untouched_declaration_is_refused(tmp_path):
     root = make_bundle(tmp_path / "bundle", declaration=False)
     text = (root / "readme.txt").read_text()

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import train as train_module
-from common.checkpoints import rng_state
+from common.checkpoints import RunDir, rng_state
 from common.batches import DeviceBatches
 from common.config import ConfigError
 from common.train import (HISTORY_KEYS, OPTIMIZERS, SCHEDULES, CheckpointError,
@@ -83,7 +83,9 @@ def metrics(history):
     return {k: v for k, v in history.items() if k != "seconds"}
 
 
-FIT = dict(epochs=3, lr=0.05, device="cpu", log=quiet)
+# checkpoint_overhead=None: a checkpoint after every epoch, which the resume and damage
+# tests below count on (the default spaces them out by timing; see "spaced checkpoints").
+FIT = dict(epochs=3, lr=0.05, device="cpu", log=quiet, checkpoint_overhead=None)
 
 
 # --- optimisers -----------------------------------------------------------------------
@@ -118,6 +120,10 @@ def test_optimizer_settings_reach_torch():
     assert rms.param_groups[0]["weight_decay"] == 0  # decoupled instead: see the closed form
     assert isinstance(make_optimizer("adam", params, lr=1e-3), torch.optim.AdamW)
     assert isinstance(make_optimizer("adamw", params, lr=1e-3), torch.optim.AdamW)
+    # On a GPU fit asks for fused steps (no host sync for the GradScaler's inf check).
+    assert make_optimizer("sgd", params, lr=0.1, fused=True).defaults["fused"] is True
+    assert make_optimizer("adam", params, lr=0.1, fused=True).defaults["fused"] is True
+    assert not make_optimizer("sgd", params, lr=0.1).defaults.get("fused")
     with pytest.raises(ConfigError, match="nesterov=True needs momentum"):
         make_optimizer("sgd", params, lr=0.1, momentum=0.0, nesterov=True)
 
@@ -188,6 +194,18 @@ def test_cosine_schedule_formula_per_batch():
     total = epochs * steps
     expected = [0.1 * (1 + math.cos(math.pi * t / total)) / 2 for t in range(total)]
     assert lr_trajectory("cosine", epochs, steps) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_cosine_with_warmup_formula_per_batch():
+    epochs, steps, warm = 4, 5, 5  # one warm-up epoch of 5 batches, then 15 of decay
+    total = epochs * steps
+    expected = [0.1 * (t + 1) / warm for t in range(warm)]
+    expected += [0.1 * (1 + math.cos(math.pi * (t - warm) / (total - warm))) / 2
+                 for t in range(warm, total)]
+    got = lr_trajectory("cosine", epochs, steps, options={"warmup_epochs": 1})
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    with pytest.raises(ConfigError, match="whole run"):
+        lr_trajectory("cosine", 1, steps, options={"warmup_epochs": 1})
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
@@ -292,6 +310,8 @@ def test_history_files_and_epoch_lines(tmp_path):
     assert saved["precision"] == "float32" and "torch" in saved["environment"]
     pattern = re.compile(r"epoch [ \d]\d?/3  train loss \d+\.\d{4} acc [01]\.\d{4}  test loss "
                          r"\d+\.\d{4} acc [01]\.\d{4}  lr \d\.\d\de[-+]\d\d  s \d+\.\d  ETA \d+m\d\ds")
+    assert lines[1] == "checkpoints: every epoch", lines  # once, after the first epoch
+    del lines[1]
     assert len(lines) == 3 and all(pattern.fullmatch(line) for line in lines), lines
     # The last epoch's test metrics are the returned model's, over the whole test set.
     result = evaluate(model, test, "cpu")
@@ -384,6 +404,10 @@ def test_bad_arguments_name_the_parameter(tmp_path):
             schedule_options={"T_max": 3}, **FIT)
     with pytest.raises(ValueError, match="empty"):
         fit(tiny_model(), [], test, run_dir=tmp_path / "a", **FIT)
+    for bad in (-0.05, 1.5, "5%", float("nan")):
+        with pytest.raises(ConfigError, match="checkpoint_overhead"):
+            fit(tiny_model(), train, test, run_dir=tmp_path / "a",
+                **{**FIT, "checkpoint_overhead": bad})
 
 
 # --- reuse, resume, config mismatch ---------------------------------------------------
@@ -729,3 +753,145 @@ def test_lr_multipliers_give_the_head_its_own_lr_and_leave_frozen_weights_out(tm
         on_epoch_end=lambda e, h: seen.append(None), **{**FIT, "epochs": 1, "schedule": "cosine"})
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["fit"]["lr_multipliers"] == {head: 10} and seen
+
+
+# --- spaced checkpoints (checkpoint_overhead) -----------------------------------------
+
+class ClockedBatches(CountingBatches):
+    """Training batches whose every epoch takes `seconds` on the fake clock `now`."""
+
+    def __init__(self, batches, now, seconds):
+        super().__init__(batches)
+        self.now, self.seconds = now, seconds
+
+    def set_epoch(self, epoch):
+        super().set_epoch(epoch)
+        self.now[0] += self.seconds
+
+
+@pytest.fixture
+def slow_writes(monkeypatch):
+    """RunDir on a fake clock on which every checkpoint write takes 1 s. Returns the
+    clock (a one-item list, in seconds) and the epochs of the checkpoints written."""
+    now, written = [0.0], []
+    save = RunDir.save
+
+    def slow_save(self, state):
+        save(self, state)
+        now[0] += 1.0
+        written.append(state["epoch"])
+
+    monkeypatch.setattr(RunDir, "clock", staticmethod(lambda: now[0]))
+    monkeypatch.setattr(RunDir, "save", slow_save)
+    return now, written
+
+
+def test_spaced_checkpoints_resume_from_the_last_one_to_the_same_result(tmp_path, slow_writes):
+    # 1 s writes in at most 5% of the time: one per 20 s of training, so with 8 s epochs
+    # after epochs 0 (the start) and 3; the final checkpoint replaces last.pt at the end.
+    now, written = slow_writes
+    train, test = make_batches()
+    settings = {**FIT, "epochs": 6, "checkpoint_overhead": 0.05}
+    whole = tiny_model(dropout=0.3)
+    history = fit(whole, ClockedBatches(train, now, 8.0), test, run_dir=tmp_path / "whole",
+                  **settings)
+    assert written == [0, 3]
+
+    def interrupt(epoch, _history):
+        if epoch == 5:
+            raise Interrupt
+
+    run_dir, lines = tmp_path / "r", []
+    with pytest.raises(Interrupt):
+        fit(tiny_model(dropout=0.3), ClockedBatches(train, now, 8.0), test, run_dir=run_dir,
+            on_epoch_end=interrupt, **{**settings, "log": lines.append})
+    assert written == [0, 3] * 2
+    assert re.fullmatch(r"checkpoints: (about every \d+ epochs|only at the end) \(a write takes "
+                        r"1 s; at most 5% of training time\)", lines[1]), lines
+    assert [torch.load(run_dir / name, weights_only=True)["epoch"]
+            for name in ("last.pt", "prev.pt")] == [3, 0]
+    assert load_history(run_dir)["epoch"] == [1, 2, 3, 4, 5]  # history.json: every epoch
+    assert run_status(run_dir, 6) == "partial 5/6"
+
+    # The resume goes back to epoch 3's checkpoint (history.json with it), trains 4-6.
+    lines, seen = [], []
+
+    class Peek(ClockedBatches):  # what history.json holds as each epoch starts
+        def set_epoch(self, epoch):
+            seen.append(load_history(run_dir)["epoch"])
+            super().set_epoch(epoch)
+
+    model = tiny_model(dropout=0.3)
+    again = fit(model, Peek(train, now, 8.0), test, run_dir=run_dir,
+                **{**settings, "log": lines.append})
+    assert lines[0].endswith("resuming after epoch 3/6, its last checkpoint (epochs 4-5 are "
+                             "trained again)")
+    assert re.findall(r"^epoch (\d)/6", "\n".join(lines), re.M) == ["4", "5", "6"]
+    assert seen[0] == [1, 2, 3]
+    assert written[4:] == [4]  # no write timed yet in this session: the first epoch's is due
+    assert metrics(again) == metrics(history)
+    assert same_weights(model.state_dict(), whole.state_dict())
+    assert checkpoint_files(run_dir) == ["last.pt"]
+
+
+@pytest.mark.parametrize("overhead, expected", [(None, [0, 1, 2, 3]), (0, [0, 1, 2, 3]),
+                                                (1e-9, [0])])
+def test_the_final_checkpoint_is_always_written(tmp_path, monkeypatch, overhead, expected):
+    written = []
+    save = RunDir.save
+    monkeypatch.setattr(RunDir, "save", lambda self, state: (written.append(state["epoch"]),
+                                                             save(self, state)))
+    train, test = make_batches()
+    settings = {**FIT, "checkpoint_overhead": overhead}  # 1e-9: none due between start and end
+    model = tiny_model()
+    history = fit(model, train, test, run_dir=tmp_path / "r", **settings)
+    assert written == expected
+    final = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert final["final"] is True and final["epoch"] == 3 and final["history"] == history
+    assert checkpoint_files(tmp_path / "r") == ["last.pt"]
+    fresh = tiny_model(seed=1)
+    assert fit(fresh, train, test, run_dir=tmp_path / "r", **settings) == history  # reused
+    assert same_weights(fresh.state_dict(), model.state_dict())
+    if overhead != 1e-9:
+        return
+    # A run that stops (diverges) is over too: a final checkpoint of its last checkpoint.
+    switch, lines = NaNAfter(), []
+    model = tiny_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    model.append(switch)
+    stopped = fit(model, train, test, run_dir=tmp_path / "s",
+                  on_epoch_end=lambda epoch, h: setattr(switch, "on", epoch == 2),
+                  **{**settings, "log": lines.append})
+    assert stopped["stopped"].startswith("non-finite loss at epoch 3") and stopped["epoch"] == []
+    assert lines[-1].endswith("(kept as of epoch 0, its last checkpoint)")
+    assert same_weights(model.state_dict(), initial)
+    assert load_history(tmp_path / "s") == stopped
+    assert checkpoint_files(tmp_path / "s") == ["last.pt"]
+    assert torch.load(tmp_path / "s" / "last.pt", weights_only=True)["final"] is True
+
+
+def test_killed_run_with_spaced_checkpoints_resumes_to_the_uninterrupted_result(
+        tmp_path, uninterrupted):
+    run_dir, spaced = tmp_path / "run", ("--checkpoint-overhead", "1e-9")  # only epoch 0's
+    killed = run_helper(run_dir, tmp_path / "never.pt", "--kill-at", "3", "2", *spaced)
+    assert killed.returncode == -9, killed.stderr
+    assert load_history(run_dir)["epoch"] == [1, 2]
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 0
+    resumed = run_helper(run_dir, tmp_path / "out.pt", *spaced)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 0/4, its last checkpoint (epochs 1-2 are trained again)" in \
+        resumed.stdout
+    assert re.findall(r"^epoch (\d)/4", resumed.stdout, re.M) == ["1", "2", "3", "4"]
+    result = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert metrics(result["history"]) == metrics(uninterrupted["history"])
+    assert same_weights(result["model"], uninterrupted["model"])
+
+
+def test_the_checkpoint_plan_line(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.checkpoint_plan(None, 8.0, 5) == "checkpoints: every epoch"
+    run.save_seconds = 1.0  # 5% of the time: a write per 20 s of training
+    assert run.checkpoint_plan(0.05, 8.0, 5) == (
+        "checkpoints: about every 3 epochs (a write takes 1 s; at most 5% of training time)")
+    assert run.checkpoint_plan(0.05, 30.0, 5).startswith("checkpoints: every epoch (")
+    assert run.checkpoint_plan(0.05, 2.0, 5).startswith("checkpoints: only at the end (")

@@ -273,9 +273,161 @@ def test_choose_lr_ties_go_to_the_smaller_rate_and_diverged_runs_never_win():
     lr, rows = choose_lr([trial(0.1, 0.9, stopped="loss nan"), trial(0.01, 0.5), trial(0.001, 0.5)])
     assert lr == 0.001
     assert [r["lr"] for r in rows] == [0.1, 0.01, 0.001]  # rows keep the order given
-    assert rows[0] == {"lr": 0.1, "val_accuracy": 0.9, "stopped": "loss nan"}
+    assert rows[0] == {"lr": 0.1, "val_accuracy": 0.9, "stopped": "loss nan", "near_chance": None}
     assert choose_lr([trial(0.01, 0.6), trial(0.001, 0.5)])[0] == 0.01
     with pytest.raises(RuntimeError, match="every learning-rate candidate diverged"):
         choose_lr([trial(0.1, 0.9, stopped="loss nan")])
     with pytest.raises(ValueError, match="validation split only"):
         choose_lr([trial(0.01, 0.6, split="test")])
+
+
+# --- the head's own learning rate -------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["tv_alexnet", "tv_resnet18"])
+def test_the_new_head_gets_ten_times_the_backbones_lr(name):
+    from common.optim import make_optimizer, parameter_groups
+    model = build_transfer_model(name, freeze="none")
+    groups = parameter_groups(model, 0.01, transfer.head_lr_multipliers(name, 10))
+    opt = make_optimizer("sgd", groups, lr=0.01)
+    base, head = opt.param_groups  # the backbone's group first: it is the one histories log
+    assert base["lr"] == pytest.approx(0.01) and head["lr"] == pytest.approx(0.1)
+    head_ids = {id(p) for p in model.get_submodule(transfer.head_module(name)).parameters()}
+    assert {id(p) for p in head["params"]} == head_ids
+    assert {id(p) for p in base["params"]} == {id(p) for p in model.parameters()} - head_ids
+    assert transfer.head_lr_multipliers(name, 1) == {}  # factor 1: plain fit settings
+    with pytest.raises(ValueError, match="positive"):
+        transfer.head_lr_multipliers(name, 0)
+
+
+def test_initialise_scratch_keeps_the_architecture_and_sets_he_scale():
+    torch.manual_seed(0)
+    model = build_transfer_model("tv_alexnet")
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    transfer.initialise_scratch(model, "kaiming")
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    fc6 = model.classifier[1]
+    assert fc6.weight.std().item() == pytest.approx((2 / fc6.in_features) ** 0.5, rel=0.02)
+    assert not fc6.bias.any()
+    with pytest.raises(ValueError, match="torchvision, kaiming"):
+        transfer.initialise_scratch(model, "xavier")
+
+
+# --- Q3Runs: the two recipes and the near-chance flag -------------------------------------
+
+def q3_config(tmp_path, **overrides):
+    return {"runs_dir": str(tmp_path / "runs"), "seed": 0, "val_fraction": 0.2, "smoke": True,
+            "smoke_train_images": 40, "smoke_eval_images": 20, "train_images": 0, "eval_images": 0,
+            "channels_last": False, "device": "cpu", "batch_size": 20, "image_size": 32,
+            "momentum": 0.9, "schedule": "none", "amp": False, "force": False,
+            "optimizer": "sgd", "weight_decay": 5e-4, "lr_candidates": [0.01, 0.001],
+            "head_lr_multiplier": 10, "scratch_optimizer": "adamw", "scratch_weight_decay": 0.05,
+            "scratch_init": "kaiming", "scratch_lr_candidates": [1e-3, 1e-4], **overrides}
+
+
+@pytest.fixture
+def q3_runs(tmp_path, torch_home):
+    from types import SimpleNamespace
+    from common.transfer_runs import Q3Runs
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(100) % 10
+    ds = SimpleNamespace(train_images=torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8,
+                                                    generator=g),
+                         train_labels=labels, test_images=torch.zeros(50, 3, 32, 32, dtype=torch.uint8),
+                         test_labels=labels[:50])
+    logs = []
+    return Q3Runs(ds, q3_config(tmp_path), models=["tv_resnet18"], fractions=[1.0],
+                  log=logs.append), logs
+
+
+def saved_fit_settings(record):
+    import json
+    from pathlib import Path
+    return json.loads((Path(record["run_dir"]) / "config.json").read_text())["fit"]
+
+
+def test_pretrained_runs_train_the_head_at_the_multiplier_and_scratch_runs_at_one(q3_runs):
+    runs, _ = q3_runs
+    args = dict(freeze="none", fraction=1.0, epochs=1, lr=0.01)
+    pretrained, scratch = runs.train("tv_resnet18", pretrained=True, **args), \
+        runs.train("tv_resnet18", pretrained=False, **args)
+    fit_p, fit_s = saved_fit_settings(pretrained), saved_fit_settings(scratch)
+    assert fit_p["lr_multipliers"] == {"fc": 10.0} and fit_p["optimizer"] == "sgd"
+    assert pretrained["head_lr_multiplier"] == 10 and pretrained["init"] is None
+    assert fit_s["lr_multipliers"] == {} and fit_s["optimizer"] == "adamw"
+    assert fit_s["weight_decay"] == 0.05
+    assert scratch["head_lr_multiplier"] == 1 and scratch["init"] == "kaiming"
+    assert pretrained["run_dir"] != scratch["run_dir"]
+    assert runs.candidates(True) == [0.01, 0.001] and runs.candidates(False) == [1e-3, 1e-4]
+
+
+def test_near_chance_threshold():
+    from common.transfer_runs import near_chance
+    assert near_chance(0.149) and not near_chance(0.15) and not near_chance(0.9)
+    assert near_chance(None) and near_chance(float("nan"))  # no accuracy: learned nothing shown
+    assert near_chance(0.055, num_classes=100) and not near_chance(0.07, num_classes=100)
+
+
+def test_a_run_near_chance_is_flagged_loudly_and_never_compared(q3_runs):
+    from common import observations_q3 as text
+    runs, logs = q3_runs
+    # The test images are all black: every prediction is the same class, so the
+    # accuracy is exactly chance on the 10 balanced classes.
+    [record] = runs.train_all([dict(model="tv_resnet18", pretrained=False, freeze="none",
+                                    fraction=1.0, epochs=1, lr=1e-6)], part="a")
+    assert record["near_chance"] is True and record["chance_accuracy"] == pytest.approx(0.1)
+    assert any(line.startswith("WARNING: NEAR CHANCE") for line in logs)
+    [listed] = runs.near_chance_runs([record])
+    assert listed["run_dir"] == record["run_dir"] and listed["part"] == "a"
+    assert runs.summary([record])[0]["near_chance"] is True
+    assert "**WARNING, near chance**" in text.caveats([record], smoke=False)
+    # (a): a fraction where either side is near chance is void, and out of the trend.
+    good = {**record, "pretrained": True, "near_chance": False,
+            "history": {**record["history"], "eval_accuracy": [0.6]}}
+    other = {**good, "pretrained": False, "history": {**record["history"], "eval_accuracy": [0.4]}}
+    rows = text.fraction_rows([{**good, "fraction": 0.1}, {**record, "fraction": 0.1},
+                               {**good, "fraction": 0.5}, {**other, "fraction": 0.5}],
+                              [0.1, 0.5], lambda f: int(f * 1000))
+    said = text.observe_fractions(rows, epochs=1)
+    assert "With 10% of the training pool (100 images), the comparison is void" in said
+    assert "+20.0 points" in said and "benefit of transfer" not in said  # one valid fraction: no trend
+    assert "void (near chance)" in text.fractions_table(rows)
+    assert "near chance: not compared" in text.observe_models([record, good])
+
+
+def notebook_defaults(*names):
+    """Q3's parameter defaults, read from its parameters cell (the test follows the notebook)."""
+    import ast
+    import nbformat
+    from common.config import ROOT
+    nb = nbformat.read(ROOT / "Q3" / "Q3.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body}
+    return [values[n] for n in names]
+
+
+def test_the_scratch_recipe_leaves_chance_on_real_images(cifar10, tmp_path):
+    """torchvision's AlexNet from scratch (PyTorch's default initialisation, no
+    BatchNorm) sits at chance under SGD at fine-tuning rates; the notebook's scratch
+    recipe must learn on real CIFAR-10 within a small budget: 1,500 images at 64 px,
+    about 100 steps, scored on 500 held-out training images."""
+    from common.data import stratified_indices, train_val_split
+    from common.train import fit
+    from common.transfer_runs import near_chance
+    optimizer, candidates, decay, init = notebook_defaults(
+        "scratch_optimizer", "scratch_lr_candidates", "scratch_weight_decay", "scratch_init")
+    lr = 1e-4
+    assert lr in candidates
+    train_idx, val_idx = train_val_split(cifar10.train_labels, val_fraction=0.1, seed=0)
+    mean, std = normalisation("tv_alexnet")
+
+    def batches(count, pool, train):
+        idx = stratified_indices(cifar10.train_labels, count=count, seed=0, pool=pool)
+        return DeviceBatches(cifar10.train_images[idx], cifar10.train_labels[idx], batch_size=32,
+                             train=train, mean=mean, std=std, image_size=64, seed=0)
+
+    torch.manual_seed(0)
+    model = transfer.initialise_scratch(build_transfer_model("tv_alexnet"), init)
+    history = fit(model, batches(1500, train_idx, True), batches(500, val_idx, False),
+                  run_dir=tmp_path / "run", epochs=2, lr=lr, device="cpu", optimizer=optimizer,
+                  weight_decay=decay, schedule="cosine", eval_split="validation", log=lambda *_: None)
+    assert not near_chance(history["eval_accuracy"][-1]), history["eval_accuracy"]

@@ -16,6 +16,8 @@ never resumes a full run's checkpoints. The committed notebook is never written.
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import sys
 import time
 from pathlib import Path
@@ -88,6 +90,22 @@ def notebook_parameters(profile: dict, notebook: Path, data_dir: str, overrides:
     return params
 
 
+def notebook_defaults(notebook: str | Path, profile: str | Path | None = None) -> dict:
+    """A notebook's parameters as its parameters cell sets them, with a profile's
+    defaults and notebook entry on top (only keys the notebook declares): what a
+    benchmark or a test needs to use the very settings a run would."""
+    notebook = Path(notebook)
+    nb = json.loads(notebook.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    params = {node.targets[0].id: ast.literal_eval(node.value)
+              for node in ast.parse("".join(cell["source"])).body}
+    if profile is not None:
+        prof = load_profile(profile)
+        entry = prof["notebooks"].get(notebook_id(notebook).as_posix(), {}) or {}
+        params.update({k: v for k, v in {**prof["defaults"], **entry}.items() if k in params})
+    return params
+
+
 def check_overrides(overrides: dict, notebooks: list[Path]) -> None:
     """A mistyped --set key would otherwise be dropped without a word."""
     declared = set().union(*(pm.inspect_notebook(str(nb)) for nb in notebooks))
@@ -125,7 +143,10 @@ def run_notebook(notebook: Path, params: dict, kernel: str | None,
     try:
         pm.execute_notebook(str(notebook), str(output), parameters=params,
                             kernel_name=kernel, cwd=str(notebook.resolve().parent),
-                            log_output=True, progress_bar=False)
+                            log_output=True, progress_bar=False,
+                            # What the notebook prints (plans, one line per epoch) streams
+                            # to the terminal as it runs, so a long run shows its progress.
+                            stdout_file=sys.stdout)
     except pm.PapermillExecutionError as err:
         raise RunError(
             f"{rel} failed in cell {err.exec_count} ({err.ename}: {err.evalue}).\n"

@@ -212,15 +212,20 @@ def check_bundle(root: Path = ROOT, *, allow_smoke: bool = False,
     return found, problems
 
 
-def smoke_runs(found: dict[str, Work]) -> list[str]:
-    smoke = []
+def flagged_runs(found: dict[str, Work], flag: str) -> list[str]:
+    """The questions whose summary.json sets `flag` ("smoke" or "quick")."""
+    flagged = []
     for q, work in found.items():
         try:
-            if json.loads((work.results_dir / "summary.json").read_text()).get("smoke"):
-                smoke.append(q)
+            if json.loads((work.results_dir / "summary.json").read_text()).get(flag):
+                flagged.append(q)
         except (OSError, json.JSONDecodeError):
             pass
-    return smoke
+    return flagged
+
+
+def smoke_runs(found: dict[str, Work]) -> list[str]:
+    return flagged_runs(found, "smoke")
 
 
 # --- the zip -------------------------------------------------------------------
@@ -252,7 +257,7 @@ def _walk(folder: Path):
 
 
 def zip_entries(found: dict[str, Work], root: Path = ROOT, *, with_extras: bool = False,
-                smoke: tuple = ()) -> dict[str, Path | bytes]:
+                smoke: tuple = (), quick: tuple = ()) -> dict[str, Path | bytes]:
     """Archive name -> source file (or bytes). Names are relative, POSIX style."""
     entries: dict[str, Path | bytes] = {}
     for q, work in found.items():
@@ -267,6 +272,11 @@ def zip_entries(found: dict[str, Work], root: Path = ROOT, *, with_extras: bool 
                 f"{q} was packed from a smoke run (tiny data, few epochs; ALLOW_SMOKE=1).\n"
                 "Its numbers do not answer the question; `make all` produces the full run.\n"
             ).encode()
+        if q in quick:
+            entries[f"{q}/QUICK_RUN.txt"] = (
+                f"{q} was packed from a quick run (`make quick`): class-stratified subsets and few "
+                "epochs on a CPU.\nIts numbers are real at that budget (the notebook states it) but "
+                "below the full settings; `make all` on a GPU produces the full run.\n").encode()
     for name in BUNDLE_FILES:
         if (root / name).is_file():
             entries[name] = root / name
@@ -324,7 +334,8 @@ def pack(found: dict[str, Work], student_id: str, root: Path = ROOT, *,
     validate_id(student_id)
     ensure_reports(found, renderer=renderer)
     smoke = tuple(smoke_runs(found))
-    entries = zip_entries(found, root, with_extras=with_extras, smoke=smoke)
+    entries = zip_entries(found, root, with_extras=with_extras, smoke=smoke,
+                          quick=tuple(flagged_runs(found, "quick")))
     out = (out_dir or root) / f"{student_id}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_zip(out, entries)
@@ -337,12 +348,17 @@ def _print_check(found, problems, allow_smoke, root) -> None:
         print(f"{q}: {_rel(found[q].notebook, root)}")
     for q in smoke_runs(found) if allow_smoke else ():
         print(f"{q}: SMOKE RUN, packed because ALLOW_SMOKE=1")
+    reduced = smoke_runs(found) + flagged_runs(found, "quick")
+    for q in flagged_runs(found, "quick"):
+        print(f"{q}: QUICK RUN (make quick: subsets and few epochs on a CPU); its numbers hold at "
+              "that budget only, and the zip says so")
     if problems:
         print(f"\nNot ready to submit ({len(problems)} problem(s)):", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
     else:
-        print("check passed: every notebook ran in full, figures and declaration are in place")
+        ran = "ran to the end" if reduced else "ran in full"
+        print(f"check passed: every notebook {ran}, figures and declaration are in place")
 
 
 def main(argv: list[str] | None = None) -> int:
