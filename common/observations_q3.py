@@ -101,7 +101,7 @@ def budget_notice(*, smoke: bool, quick: bool, sizes: Mapping[str, int], image_s
             f"on {sizes['b']:,}), {sizes['validation']:,} validation and {sizes['test']:,} test "
             f"images, {image_size} px inputs, {_epochs(epochs['a'])} per run in (a), "
             f"{epochs['b']} in (b), {epochs['c']} in (c), learning-rate trials of "
-            f"{_epochs(epochs['trials'])} ({trial_steps:,} steps)")
+            f"{_epochs(epochs['trials'])} ({trial_steps:,} step{'s' * (trial_steps != 1)})")
     if smoke:
         return (f"**Smoke run**: {what}. It checks that every cell runs; the numbers below mean "
                 "nothing about transfer learning.")
@@ -235,8 +235,9 @@ def observe_fractions(rows: Sequence[Mapping], epochs: int) -> str:
         p, s = 100 * r["pretrained"], 100 * r["scratch"]
         at = f"With {100 * r['fraction']:g}% of the training pool ({r['images']:,} images)"
         if _void(r):
-            sides = " and ".join(n for n in ("pretrained", "scratch") if r[f"{n}_near_chance"])
-            lines.append(f"- **{at}, the comparison is void**: the {sides} run ended near chance "
+            sides = [n for n in ("pretrained", "scratch") if r[f"{n}_near_chance"]]
+            who = "both runs" if len(sides) == 2 else f"the {sides[0]} run"
+            lines.append(f"- **{at}, the comparison is void**: {who} ended near chance "
                          f"(pretrained {p:.1f}%, scratch {s:.1f}%), so the difference measures a "
                          "failed run, not transfer.")
             continue
