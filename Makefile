@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.requirements-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test smoke quick all clean
+.PHONY: help venv test smoke quick all plan clean
 
 help:  ## Show this help
 	@echo "COMP5541 bundle. Targets:"
@@ -49,6 +49,14 @@ quick: $(STAMP)  ## Every notebook on a CPU budget: real numbers in under an hou
 
 all: $(STAMP)  ## Every notebook with the full settings (GPU recommended)
 	$(PY) -m common.tools.run --profile profiles/full.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+
+# PROFILE: the profile `make plan` times, e.g. PROFILE=profiles/quick.yaml; DEVICE=cpu
+# times the CPU even where a GPU is present.
+PROFILE    ?= profiles/full.yaml
+DEVICE     ?= auto
+
+plan: $(STAMP)  ## Q2 and Q3's runs and their time on this device, measured; trains nothing
+	$(PY) -m common.tools.plan --profile $(PROFILE) --device $(DEVICE)
 
 clean:  ## Remove executed notebooks and results (build/); keeps runs/ checkpoints and data/
 	rm -rf build

@@ -92,6 +92,7 @@ def compare_fit_overhead(train_images, train_labels, eval_images, eval_labels, *
     training run whose result can be used (benchmarks/quality.py)."""
     from common.batches import DeviceBatches
     from common.models import build_model
+    from common.checkpoints import RunDir
     from common.config import seed_everything
     from common.train import fit
 
@@ -120,12 +121,23 @@ def compare_fit_overhead(train_images, train_labels, eval_images, eval_labels, *
         marks.append((started, time.perf_counter()))
 
     run_dir = Path(run_dir)
+    writes: list[float] = []  # seconds of each resumable checkpoint write, in this run
+    save, resumable_mb = RunDir.save, []
+
+    def timed_save(self, state):
+        started = time.perf_counter()
+        save(self, state)
+        writes.append(time.perf_counter() - started)
+        resumable_mb.append((self.path / "last.pt").stat().st_size / 1e6)
+
+    RunDir.save = timed_save
     try:
         history = fit(model_fit, train_fit, eval_batches, run_dir=run_dir, epochs=epochs,
                       device="cpu", force=True, log=lambda line: None, on_epoch_end=run_minimal,
                       config={"benchmark": "fit overhead", "model": model_name}, **recipe)
-        checkpoint_mb = (run_dir / "last.pt").stat().st_size / 1e6
+        final_mb = (run_dir / "last.pt").stat().st_size / 1e6
     finally:
+        RunDir.save = save
         shutil.rmtree(run_dir, ignore_errors=True)  # ~200 MB of checkpoints per run
     if history["stopped"]:
         raise RuntimeError(f"the fit-overhead run stopped: {history['stopped']}")
@@ -138,9 +150,21 @@ def compare_fit_overhead(train_images, train_labels, eval_images, eval_labels, *
     ratios = [f / m for f, m in zip(fit_seconds, minimal_seconds)]
     figures = {"model": model_name, "recipe": full_recipe(recipe), "train_images": len(train_labels),
                "eval_images": len(eval_labels), "batch_size": batch_size, "epochs": epochs,
-               "repeats": len(fit_seconds), "checkpoint_mb": checkpoint_mb,
+               "repeats": len(fit_seconds), "checkpoint_mb": resumable_mb[-1],
+               "final_checkpoint_mb": final_mb,
                "fit_seconds_per_epoch": fit_s, "minimal_seconds_per_epoch": minimal_s,
                "overhead": median(ratios) - 1, "paired_ratios": ratios, "fit_seconds": fit_seconds,
                "minimal_seconds": minimal_seconds, "fit_spread_s": spread(fit_seconds),
-               "minimal_spread_s": spread(minimal_seconds)}
+               "minimal_spread_s": spread(minimal_seconds), **checkpoint_share(writes, history)}
     return figures, model_fit, history
+
+
+def checkpoint_share(writes: list[float], history: dict) -> dict:
+    """Checkpoint writes as a share of a run's time: as fit spaces them (the writes it
+    made) and as a write after every epoch would cost (plus the same epoch-0 write,
+    at the run's median write), from the same run's writes and epochs."""
+    trained = sum(history["seconds"])
+    every = (len(history["seconds"]) + 1) * median(writes)
+    return {"checkpoint_writes": len(writes), "checkpoint_write_seconds": writes,
+            "checkpoint_share_spaced": sum(writes) / (trained + sum(writes)),
+            "checkpoint_share_every_epoch": every / (trained + every)}

@@ -1,12 +1,12 @@
-# Setup: find the bundle (the folder holding common/) and make it importable; on Colab keep runs in Drive.
+# Setup: find the bundle (the folder holding common/) that holds this notebook, and make it importable.
 import os, sys
 from pathlib import Path
-KEEP_RUNS_IN_DRIVE = True  # Colab only: checkpoints go to Google Drive and survive a disconnect
-COLAB = Path(os.environ.get("COMP5541_COLAB_ROOT", "/content"))  # Colab's disk; Drive mounts at COLAB/drive
-find = lambda: next((p for p in [Path.cwd().resolve(), *Path.cwd().resolve().parents, COLAB, *sorted(COLAB.glob("*")),
-                                 *sorted(COLAB.glob("drive/MyDrive/*"))] if (p / "common" / "config.py").is_file()), None)
-if find() is None and "google.colab" in sys.modules and not (COLAB / "drive" / "MyDrive").is_dir():
+COLAB = Path(os.environ.get("COMP5541_COLAB_ROOT", "/content"))  # Colab's disk; Google Drive mounts at COLAB/drive
+if "google.colab" in sys.modules and not (COLAB / "drive" / "MyDrive").is_dir():
     from google.colab import drive; drive.mount(str(COLAB / "drive"))  # asks for permission once
-if (BUNDLE := find()) is None:
-    raise FileNotFoundError("Cannot find the bundle (the folder holding common/). On Colab put it in Google Drive or /content (git clone or unzip), then run this cell again: readme.txt, 'Running on Google Colab'.")
-sys.path.insert(0, str(BUNDLE)); from common.tools.colab import setup_bundle; setup_bundle(BUNDLE, COLAB, KEEP_RUNS_IN_DRIVE)
+# Jupyter and papermill start the kernel in the notebook's folder; Colab always in COLAB, so it looks in Drive.
+places = [COLAB, *sorted(COLAB.glob("*")), *sorted(COLAB.glob("drive/MyDrive/*"))] if "google.colab" in sys.modules else [Path.cwd().resolve(), *Path.cwd().resolve().parents]
+if not (found := [p for p in places if (p / "common" / "config.py").is_file()]):
+    raise FileNotFoundError("No bundle (a folder holding common/) holds this notebook. Open Qn/Qn.ipynb from the bundle's own folder; on Colab, unzip the bundle into My Drive and open it there: readme.txt, 'Running on Google Colab'.")
+sys.path.insert(0, str(found[0]))  # choose_bundle may switch to another of `found`, and says why
+from common.tools.colab import choose_bundle; BUNDLE = choose_bundle(found, COLAB)

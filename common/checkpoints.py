@@ -22,7 +22,8 @@ last.pt or prev.pt (or both) complete. A run that is over (every epoch done, or
 stopped) is only ever reused, never resumed, so its last.pt is rewritten as a
 *final* checkpoint (weights, history and settings, without optimiser, schedule,
 scaler and RNG state) and prev.pt is deleted: for AlexNet with SGD that is 93 MB
-instead of 370 MB per run, which matters when runs live in Google Drive.
+instead of 370 MB per run, which matters when runs live in Google Drive. A run
+whose model no later cell uses (Q3 reads only the curves) keeps no weights at all.
 """
 from __future__ import annotations
 
@@ -181,12 +182,15 @@ class RunDir:
         return (f"checkpoints: {when} (a write takes {self.save_seconds:.2g} s; at most "
                 f"{overhead * 100:.3g}% of training time)")
 
-    def save_final(self, state: Mapping[str, Any]) -> None:
-        """Replace last.pt by the final checkpoint of a run that is over; delete prev.pt.
+    def save_final(self, state: Mapping[str, Any], keep_weights: bool = True) -> None:
+        """Replace last.pt by the final checkpoint of a run that is over (without the
+        model's weights unless keep_weights); delete prev.pt.
 
         A crash between the two steps leaves a complete final last.pt and a stale
         prev.pt, which the next reuse removes."""
         final = {key: state[key] for key in FINAL_KEYS if key in state}
+        if not keep_weights:
+            final["model"] = {}
         final["final"] = True
         atomic_write(self.path / "last.pt", lambda f: torch.save(final, f), sync=True)
         (self.path / "prev.pt").unlink(missing_ok=True)
@@ -248,7 +252,7 @@ class RunDir:
 
     def resume(self, model: torch.nn.Module, epochs: int, log: Callable[[str], None], *,
                fresh: Callable[[], dict], snapshot: Callable[[int, dict], dict],
-               settings: Mapping[str, Any], **provenance: Any) -> dict:
+               settings: Mapping[str, Any], keep_weights: bool = True, **provenance: Any) -> dict:
         """Where the run stands, as a checkpoint dict with at least "epoch" and "history".
 
         A new run writes its settings, the history `fresh()` and the epoch-0 checkpoint
@@ -265,15 +269,16 @@ class RunDir:
             self.write_history(history)
             self._timed_save(snapshot(0, history))  # also the first measure of a write
             return {"epoch": 0, "history": history}
-        model.load_state_dict(state["model"])
+        if state["model"]:  # empty: a finished run kept without weights
+            model.load_state_dict(state["model"])
         history, start = state["history"], state["epoch"]
         if history["stopped"] or start >= epochs:
             if not state.get("final") or (self.path / "prev.pt").exists():
-                self.save_final(state)  # a run saved before final checkpoints existed
+                self.save_final(state, keep_weights)  # a run saved before final checkpoints existed
             log(f"run {self.name} stopped earlier: {history['stopped']} (returning its history; "
                 "force=True trains it again)" if history["stopped"] else
-                f"run {self.name} finished earlier ({start} epochs): reusing its weights and "
-                "history (force=True trains it again)")
+                f"run {self.name} finished earlier ({start} epochs): reusing its "
+                f"{'weights and ' if state['model'] else ''}history (force=True trains it again)")
             return {"epoch": start, "history": history}
         if state.get("final"):
             raise CheckpointError(
@@ -289,14 +294,15 @@ class RunDir:
                 if done > start else ""))
         return state
 
-    def stop(self, model: torch.nn.Module, log: Callable[[str], None], reason: str) -> dict:
+    def stop(self, model: torch.nn.Module, log: Callable[[str], None], reason: str,
+             keep_weights: bool = True) -> dict:
         """Record why the run stopped in its last checkpoint and history.json, and put
         the model back to that checkpoint's weights (the current ones are garbage); the
         epochs after it, if any, are dropped. Returns the history."""
         state = self.read("last.pt")
         model.load_state_dict(state["model"])
         state["history"]["stopped"] = reason
-        self.save_final(state)  # a stopped run is over: reused, never resumed
+        self.save_final(state, keep_weights)  # a stopped run is over: reused, never resumed
         self.write_history(state["history"])
         log(f"STOPPED run {self.name}: {reason} (kept as of epoch {state['epoch']}, its last "
             "checkpoint)")

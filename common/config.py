@@ -31,6 +31,16 @@ def resolve_path(path: str | os.PathLike, root: Path = ROOT) -> Path:
     return p if p.is_absolute() else (root / p)
 
 
+def data_root() -> Path:
+    """Where a relative `data_dir` lives: the bundle root, except on Colab. There
+    the bundle sits in Google Drive, which is slow and small, so datasets go to
+    the runtime's own disk (/content, or COMP5541_COLAB_ROOT) and are downloaded
+    again after a disconnect; Drive keeps what cannot be recomputed."""
+    if in_colab():
+        return Path(os.environ.get("COMP5541_COLAB_ROOT", "/content"))
+    return ROOT
+
+
 def resolve_device(device: str = "auto"):
     """'auto' -> CUDA when present, else CPU. Asking for CUDA without one is an error."""
     import torch
@@ -87,8 +97,9 @@ def make_config(params: Mapping[str, Any], *, notebook: str) -> dict:
     """Gather a notebook's parameters into one validated dict and print it.
 
     Validates the parameters every notebook shares (`device`, `seed`, `smoke`)
-    and resolves the path parameters (`*_dir`) against the bundle root. The
-    question-specific checks stay in the notebook, next to the parameters.
+    and resolves the path parameters (`*_dir`) against the bundle root
+    (`data_dir` against `data_root()`). The question-specific checks stay in
+    the notebook, next to the parameters.
     """
     config = dict(params)
     config["notebook"] = notebook
@@ -103,7 +114,7 @@ def make_config(params: Mapping[str, Any], *, notebook: str) -> dict:
         config["device"] = str(resolve_device(config["device"]))
     for key, value in list(config.items()):
         if key.endswith("_dir") and isinstance(value, (str, os.PathLike)):
-            config[key] = str(resolve_path(value))
+            config[key] = str(resolve_path(value, data_root() if key == "data_dir" else ROOT))
     width = max(len(k) for k in config)
     print(f"{notebook} configuration")
     for key, value in config.items():
@@ -133,10 +144,37 @@ def environment_info() -> dict:
     return info
 
 
+def training_seconds(results: Any) -> tuple[float, int]:
+    """(seconds, runs): the training time of every run found in `results`, the
+    sum of its history's per-epoch "seconds". A reused run keeps the time it took
+    when it trained; a run listed twice (same run_dir) counts once."""
+    seen: dict[str, float] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            history = node.get("history")
+            if isinstance(history, Mapping) and isinstance(history.get("seconds"), list):
+                key = str(node.get("run_dir") or id(node))
+                seen[key] = float(sum(history["seconds"]))
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    walk(results)
+    return round(sum(seen.values()), 3), len(seen)
+
+
 def write_summary(config: Mapping[str, Any], results: Mapping[str, Any], *,
                   started: float) -> Path:
-    """Write `config['results_dir']/summary.json`: config, versions, device, wall
-    time and the question's results. `started` is a `time.time()` stamp."""
+    """Write `config['results_dir']/summary.json`: config, versions, device, the
+    question's results and two times. `wall_time_s` is this execution's, from
+    `started` (a `time.time()` stamp): short when finished runs were reused.
+    `training_time_s` is what the runs in `results` took to train, whenever they
+    trained, so a rerun that reuses them all does not hide it."""
+    training, runs = training_seconds(results)
     summary = {
         "notebook": config.get("notebook"),
         "smoke": bool(config.get("smoke", False)),
@@ -145,11 +183,14 @@ def write_summary(config: Mapping[str, Any], results: Mapping[str, Any], *,
         "environment": environment_info(),
         "device": config.get("device"),
         "wall_time_s": round(time.time() - started, 3),
+        "training_time_s": training,
+        "training_runs": runs,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": dict(results),
     }
     path = write_json(Path(config["results_dir"]) / "summary.json", summary)
-    print(f"summary written to {path}")
+    print(f"summary written to {path} (this execution: {summary['wall_time_s']:.1f} s; "
+          f"training of its {runs} run(s): {training:.1f} s)")
     return path
 
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 from .config import seed_everything
 from .files import settings_digest
 from .models import build_model, count_parameters
+from .plan import plan, time_left
 from .train import evaluate, fit
 
 __all__ = ["rank_on_validation", "select_best", "choose_methods", "run_id", "train_or_reuse",
@@ -118,6 +119,15 @@ class Experiment:
         self.records: dict[str, dict] = {}  # run name -> record, in training order
         self.models: dict[str, nn.Module] = {}  # run name -> trained model, kept on the CPU
         self.test_evaluations: list[str] = []  # run names evaluated on the test set, in order
+        self.run_seconds_left: dict[str, float] = {}  # from plan(): each run's measured time left
+
+    def plan(self, specs: Sequence[Mapping[str, Any]], log: Callable[[str], None] = print) -> dict:
+        """Print the plan of `specs` (common.plan.plan), timed on the device; each run
+        then starts with the notebook's time left."""
+        totals = plan([self.planned(s) for s in specs], runs_dir=self.runs_dir,
+                      device=self.device, log=log)
+        self.run_seconds_left = totals.get("run_seconds_left", {})
+        return totals
 
     def train(self, spec: Mapping[str, Any], log: Callable[[str], None] = print) -> dict:
         """Fit the run (or reuse it when finished) and return its record. A run met
@@ -128,7 +138,9 @@ class Experiment:
         options = {**self.fit_defaults, **spec["fit"]}
         log(f"--- {spec['name']}: {spec['model']}, {options.get('optimizer', 'sgd')} lr "
             f"{options['lr']:g}, {train_batches.num_samples:,} training images, "
-            f"evaluated on the {split} split")
+            f"evaluated on the {split} split" + (
+                f" ({time_left(self.run_seconds_left, spec['name'])})"
+                if self.run_seconds_left.get(spec["name"]) else ""))
         config = {**self.config, "model": spec["model"], "train_images": train_batches.num_samples}
         model, history = train_or_reuse(
             lambda: self.build(spec["model"]), train_batches, eval_batches,
@@ -147,7 +159,8 @@ class Experiment:
         train_batches, eval_batches, _ = self.data[spec["data"]]
         return {"name": spec["name"], "model": spec["model"], "input_size": input_size,
                 "epochs": {**self.fit_defaults, **spec["fit"]}["epochs"],
-                "train_images": train_batches.num_samples, "test_images": eval_batches.num_samples}
+                "train_images": train_batches.num_samples, "test_images": eval_batches.num_samples,
+                "batch_size": train_batches.batch_size}
 
     def evaluate(self, name: str, batches, *, predictions: bool = False, **options) -> dict:
         """Evaluate a trained run's model (moved to the device and back)."""

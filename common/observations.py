@@ -2,7 +2,7 @@
 "better" or "worse" in a notebook's analysis follows the run that produced it.
 
     stats = run_stats(history)                        # the numbers the sentences use
-    describe_run("VGG16", history)                    # over/under-fitting, speed, gap
+    notes({"VGG16": history, ...})                    # what stands out per run, as bullets
     compare_runs({"VGG16": h1, "ResNet18": h2})       # ranking, speed, stability, gap
     compare_optimisers({"SGD": h1, "RMSProp": h2, "Adam": h3}, baseline="SGD")
 
@@ -17,13 +17,14 @@ are the module constants below.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["OVERFIT_LOSS_RISE", "LARGE_GAP", "SMALL_GAP", "UNDERFIT_TRAIN_ACCURACY",
-           "STILL_IMPROVING", "SPEED_FRACTION", "pct", "points", "run_stats", "describe_run",
-           "compare_runs", "compare_optimisers"]
+           "STILL_IMPROVING", "SPEED_FRACTION", "pct", "points", "run_stats", "notable", "notes",
+           "within_noise", "compare_runs", "compare_optimisers"]
 
 # Overfitting: the held-out loss ends this fraction above its minimum (reached
 # before the last epoch) while the train loss kept falling.
@@ -116,72 +117,46 @@ def _overfits(s: Mapping[str, Any]) -> bool:
             and s["final_train_loss"] < s["train_loss_at_min"])
 
 
-def _sentence(text: str) -> str:
-    text = str(text).strip()
-    return text if text.endswith((".", "!", "?")) else text + "."
-
-
-def _stopped_sentence(label: str, s: Mapping[str, Any], total: int | None) -> str:
-    of = f" of {total}" if total else ""
-    if s["epochs"] == 0:
-        return (f"**{label}** stopped before completing an epoch, so there is nothing to report "
-                f"for it: {_sentence(s['stopped'])}")
-    return (f"**{label}** stopped early after {s['epochs']}{of} completed "
-            f"epoch{'s' * (s['epochs'] != 1)}: {_sentence(s['stopped'])} The numbers that "
-            f"follow are from epoch {s['epochs']}, its last good one, so they describe an "
-            "unfinished run.")
-
-
-def describe_run(label: str, history: Mapping[str, Any], *, held_out: str = "test",
-                 epochs_planned: int | None = None) -> str:
-    """A paragraph on one run: final and best accuracy, convergence speed, over- or
-    under-fitting (held-out loss turning up while the train loss falls; the final
-    train/held-out gap), whether it was still improving, and an early stop."""
+def notable(label: str, history: Mapping[str, Any], *, held_out: str = "test",
+            epochs_planned: int | None = None) -> str:
+    """What stands out in one run, for a bullet under a comparison that already gives
+    its accuracies: an early stop, overfitting, a large train/held-out gap,
+    underfitting, or accuracy still rising at the end. "" when nothing does."""
     s = run_stats(history)
     out = []
     if s["stopped"]:
-        out.append(_stopped_sentence(label, s, epochs_planned))
-        if s["epochs"] == 0:
-            return " ".join(out)
-    lead = "It " if s["stopped"] else f"**{label}** "
-    n = s["epochs"]
-    out.append(f"{lead}ends at {pct(s['final_accuracy'])} {held_out} accuracy after "
-               f"{_epochs(n)} (best {pct(s['best_accuracy'])} at epoch {s['best_epoch']}) and "
-               f"reaches {round(100 * SPEED_FRACTION)}% of its final accuracy by epoch "
-               f"{s['epochs_to_speed']}.")
+        of = f" of {epochs_planned}" if epochs_planned else ""
+        out.append(f"it stopped early, after {s['epochs']}{of} epochs ({s['stopped'].rstrip('.')}), "
+                   "so its numbers describe an unfinished run")
+    if s["epochs"] == 0:
+        return f"**{label}**: " + "; ".join(out) + "." if out else ""
     if _overfits(s):
         drop = s["best_accuracy"] - s["final_accuracy"]
-        accuracy = ("even though its accuracy stays at its best" if drop <= 0 else
-                    f"and its accuracy ends {100 * drop:.2f} points below its best")
-        out.append(
-            f"It overfits: the {held_out} loss is lowest at epoch {s['min_loss_epoch']} "
-            f"({_loss(s['min_loss'])}) and then rises to {_loss(s['final_loss'])} "
-            f"(+{100 * s['loss_rise']:.0f}%) while the train loss keeps falling "
-            f"({_loss(s['train_loss_at_min'])} to {_loss(s['final_train_loss'])}). The network "
-            f"grows more confident on the {held_out} images it gets wrong, {accuracy}.")
-    elif s["min_loss_epoch"] == n and n > 1:
-        out.append(f"The {held_out} loss is still at its minimum in the last epoch "
-                   f"({_loss(s['min_loss'])}): no sign of overfitting in the loss yet.")
-    gap = s["gap"]
-    gap_text = (f"At the end the train accuracy is {pct(s['final_train_accuracy'])} against "
-                f"{pct(s['final_accuracy'])} on {held_out}, a gap of {100 * gap:.2f} points")
-    if gap > LARGE_GAP:
-        out.append(gap_text + f", above {100 * LARGE_GAP:.0f}: the model fits the training "
-                   "images far better than new ones.")
-    elif gap < SMALL_GAP and s["final_train_accuracy"] < UNDERFIT_TRAIN_ACCURACY:
-        out.append(gap_text + f". With train accuracy below {100 * UNDERFIT_TRAIN_ACCURACY:.0f}% "
-                   "and almost no gap, it underfits: it has not yet fit the training data "
-                   "itself (too few epochs, too small a step, or too much regularisation).")
-    elif gap < SMALL_GAP:
-        out.append(gap_text + f", below {100 * SMALL_GAP:.0f}: it generalises about as well "
-                   "as it fits.")
-    else:
-        out.append(gap_text + ".")
+        out.append(f"it overfits: the {held_out} loss is lowest at epoch {s['min_loss_epoch']} "
+                   f"({_loss(s['min_loss'])}) and then rises to {_loss(s['final_loss'])} "
+                   f"(+{100 * s['loss_rise']:.0f}%) while the train loss keeps falling "
+                   f"({_loss(s['train_loss_at_min'])} to {_loss(s['final_train_loss'])}), so it "
+                   f"grows confident on the {held_out} images it gets wrong"
+                   + (f", and its accuracy ends {100 * drop:.2f} points below its best"
+                      if drop > 0 else ""))
+    if s["gap"] > LARGE_GAP:
+        out.append(f"it fits the training images far better than new ones (train "
+                   f"{pct(s['final_train_accuracy'])}, {held_out} {pct(s['final_accuracy'])})")
+    elif s["gap"] < SMALL_GAP and s["final_train_accuracy"] < UNDERFIT_TRAIN_ACCURACY:
+        out.append(f"it underfits: train accuracy {pct(s['final_train_accuracy'])} with almost "
+                   f"no gap to {held_out}, so it has not yet fit the training data itself")
     if s["late_gain"] is not None and s["late_gain"] > STILL_IMPROVING and not s["stopped"]:
-        quarter = max(1, n // 4)
-        out.append(f"It was still improving ({points(s['late_gain'])} over the last "
-                   f"{_epochs(quarter)}), so more epochs would likely help.")
-    return " ".join(out)
+        out.append(f"it was still improving at the end ({points(s['late_gain'])} over the last "
+                   f"{_epochs(max(1, s['epochs'] // 4))}), so more epochs would likely help")
+    if not out:
+        return ""
+    return f"**{label}**: " + "; ".join(out) + "."
+
+
+def notes(runs: Mapping[str, Mapping[str, Any]], **options) -> str:
+    """`notable` for each run, as Markdown bullets; "" when nothing stands out."""
+    found = [notable(label, h, **options) for label, h in runs.items()]
+    return "\n".join(f"- {n}" for n in found if n)
 
 
 # --- several runs -------------------------------------------------------------------------
@@ -190,10 +165,39 @@ def _completed(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
     return {label: run_stats(h) for label, h in runs.items()}
 
 
-def compare_runs(runs: Mapping[str, Mapping[str, Any]], *, held_out: str = "test") -> str:
+def within_noise(a: float, b: float, images: int) -> tuple[bool, float]:
+    """Is the accuracy difference a - b within two standard errors of it, for two
+    independent estimates on `images` images each? Returns (within, 2 SE), from the
+    binomial variance p(1 - p)/n of each accuracy."""
+    two_se = 2 * math.sqrt((a * (1 - a) + b * (1 - b)) / images)
+    return abs(a - b) <= two_se, two_se
+
+
+def _lead(ranked: Sequence[str], ok: Mapping[str, dict], held_out: str,
+          images: int | None) -> str:
+    """How far the first run leads the second; within the noise, when `images` says so."""
+    top, second = ranked[0], ranked[1]
+    lead = ok[top]["final_accuracy"] - ok[second]["final_accuracy"]
+    if lead <= 0:
+        level = [label for label in ranked if ok[label]["final_accuracy"] == ok[top]["final_accuracy"]]
+        return f"{_cap(_join(level))} end level."
+    if not images:
+        return _cap(f"{top} leads {second} by {100 * lead:.2f} points.")
+    noise, two_se = within_noise(ok[top]["final_accuracy"], ok[second]["final_accuracy"], images)
+    if noise:
+        return _cap(f"{top} leads {second} by {100 * lead:.2f} points, within the noise: two "
+                    f"standard errors of the difference on {images:,} {held_out} images are "
+                    f"{100 * two_se:.2f} points, so the two are not told apart.")
+    return _cap(f"{top} leads {second} by {100 * lead:.2f} points, more than two standard errors "
+                f"({100 * two_se:.2f} points on {images:,} {held_out} images).")
+
+
+def compare_runs(runs: Mapping[str, Mapping[str, Any]], *, held_out: str = "test",
+                 held_out_images: int | None = None) -> str:
     """Ranks runs by final held-out accuracy and compares their speed (epochs to
     SPEED_FRACTION of the final accuracy, and accuracy after the first epoch),
     stability (mean epoch-to-epoch change in the second half) and final gap.
+    With `held_out_images`, a lead within two standard errors is called noise.
     Runs that completed no epoch are named and left out."""
     stats = _completed(runs)
     empty = [label for label, s in stats.items() if s["epochs"] == 0]
@@ -211,13 +215,7 @@ def compare_runs(runs: Mapping[str, Mapping[str, Any]], *, held_out: str = "test
                            for label in ranked) + ".")
     if len(ok) < 2:
         return " ".join(out)
-    top, second = ranked[0], ranked[1]
-    lead = ok[top]["final_accuracy"] - ok[second]["final_accuracy"]
-    if lead > 0:
-        out.append(_cap(f"{top} leads {second} by {100 * lead:.2f} points."))
-    else:
-        level = [label for label in ranked if ok[label]["final_accuracy"] == ok[top]["final_accuracy"]]
-        out.append(f"{_cap(_join(level))} end level.")
+    out.append(_lead(ranked, ok, held_out, held_out_images))
     first = {label: float(runs[label]["eval_accuracy"][0]) for label in ok}
     out.append("After the first epoch: " + ", ".join(f"{label} {pct(first[label])}" for label in ok)
                + ".")
@@ -253,7 +251,7 @@ def compare_runs(runs: Mapping[str, Mapping[str, Any]], *, held_out: str = "test
 
 
 def compare_optimisers(runs: Mapping[str, Mapping[str, Any]], *, baseline: str,
-                       held_out: str = "test") -> str:
+                       held_out: str = "test", held_out_images: int | None = None) -> str:
     """The effect of the optimiser: each run against `baseline` (the same network,
     data and initial weights) on final accuracy, speed, stability and gap, then
     the overall comparison of `compare_runs`."""
@@ -294,5 +292,5 @@ def compare_optimisers(runs: Mapping[str, Mapping[str, Any]], *, baseline: str,
         if s["stopped"]:
             sentence += f" It stopped early, after {_epochs(s['epochs'])}."
         out.append(_cap(sentence))
-    out.append(compare_runs(runs, held_out=held_out))
+    out.append(compare_runs(runs, held_out=held_out, held_out_images=held_out_images))
     return " ".join(out)

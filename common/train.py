@@ -139,7 +139,7 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
         lr_multipliers: Mapping[str, float] | None = None, force: bool = False,
         config: Mapping[str, Any] | None = None, log: Callable[[str], None] = print,
         on_epoch_end: Callable[[int, dict], None] | None = None,
-        checkpoint_overhead: float | None = 0.05) -> dict[str, Any]:
+        checkpoint_overhead: float | None = 0.05, keep_weights: bool = True) -> dict[str, Any]:
     """Train `model` for `epochs` epochs (or resume/reuse the run in `run_dir`); return
     its history (see the module docstring).
 
@@ -155,10 +155,10 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
         compared, with the training settings, with the saved run's, so put in it what
         defines the run, not paths or the device (a run may resume on another machine).
     on_epoch_end(epoch, history): called after each epoch (and its checkpoint, if due).
-    checkpoint_overhead: the largest share of the run's time spent writing checkpoints:
-        one is written after an epoch once the time since the last write is at least
-        that write's duration / checkpoint_overhead (None or 0: after every epoch). The
-        final one is always written. Not a setting of the run: change it freely.
+    checkpoint_overhead: the largest share of the run's time spent writing checkpoints
+        (RunDir.checkpoint; None or 0: after every epoch). keep_weights=False: the
+        finished run keeps its history only (nothing uses its model later), and a reuse
+        leaves `model` as built. Neither is a setting of the run: change them freely.
     """
     fit_settings = dict(epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum,
                         nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
@@ -175,11 +175,11 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
 
     device = torch.device(device)
     parts = _training_parts(model, fit_settings, device, len(train_batches))
-
     precision = str(parts["dtype"] or torch.float32).replace("torch.", "")
     state = run.resume(model, epochs, log, fresh=lambda: _empty_history(eval_split),
                        snapshot=lambda epoch, history: _snapshot(model, parts, epoch, history, settings),
-                       settings=settings, device=str(device), precision=precision)
+                       settings=settings, keep_weights=keep_weights, device=str(device),
+                       precision=precision)
     history, start = state["history"], state["epoch"]
     if "optimizer" in state:  # an unfinished run: the optimiser, schedule and scaler go on
         _load_training_state(parts, state)
@@ -188,7 +188,8 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
     history.setdefault("eval_split", eval_split)  # runs saved before histories named their split
     return _epoch_loop(model, train_batches, eval_batches, run, parts, history, start=start,
                        epochs=epochs, device=device, channels_last=channels_last, log=log,
-                       on_epoch_end=on_epoch_end, settings=settings, overhead=checkpoint_overhead)
+                       on_epoch_end=on_epoch_end, settings=settings, overhead=checkpoint_overhead,
+                       keep_weights=keep_weights)
 
 
 def _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, config) -> dict:
@@ -203,7 +204,7 @@ def _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, 
 
 def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, history: dict, *,
                 start: int, epochs: int, device, channels_last: bool, log, on_epoch_end,
-                settings, overhead: float | None) -> dict:
+                settings, overhead: float | None, keep_weights: bool) -> dict:
     """Epochs start+1..epochs: train, evaluate, checkpoint when due, log. Returns the history."""
     opt, scheduler, per_batch = parts["optimizer"], parts["scheduler"], parts["per_batch"]
     split, width, spent = history["eval_split"], len(str(epochs)), []
@@ -227,14 +228,14 @@ def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, hi
             return run.stop(model, log, f"non-finite loss at epoch {epoch + 1}, batch "
                          f"{int(first_bad)}/{len(train_batches)}: loss={bad_loss}. The run "
                          f"diverged; try a smaller lr (was {lr_now:.3g} with "
-                         f"{settings['fit']['optimizer']}) or check the inputs.")
+                         f"{settings['fit']['optimizer']}) or check the inputs.", keep_weights)
         if scheduler is not None and not per_batch:
             scheduler.step()
         held = evaluate(model, eval_batches, device, parts["dtype"] is not None,
                         channels_last=channels_last)
         if not math.isfinite(held["loss"]):
             return run.stop(model, log, f"non-finite {split} loss at epoch {epoch + 1}: "
-                         f"{held['loss']}. The run diverged.")
+                         f"{held['loss']}. The run diverged.", keep_weights)
         spent.append(time.perf_counter() - started)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_accuracy": correct / count,
                "eval_loss": held["loss"], "eval_accuracy": held["accuracy"], "lr": lr_now,
@@ -253,7 +254,7 @@ def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, hi
             log(run.checkpoint_plan(overhead, spent[0], epochs - epoch - 1))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
-    run.save_final(_snapshot(model, parts, epochs, history, settings))
+    run.save_final(_snapshot(model, parts, epochs, history, settings), keep_weights)
     return history
 
 

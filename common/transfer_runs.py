@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from .batches import DeviceBatches
+from .batches import DeviceBatches, held_out_batch_size
 from .data import stratified_indices, train_val_split
 from .experiments import run_id, select_best, train_or_reuse
-from .plan import plan
+from .plan import plan, time_left
 from .transfer import (build_transfer_model, check_image_size, display_name, head_lr_multipliers,
                        head_module, initialise_scratch, normalisation, parameter_counts)
 from .weights import fetch_weights_file, file_sha256, resolve_weights, weights_source
@@ -107,7 +107,8 @@ def train_transfer(name: str, *, pretrained: bool, freeze: str, train_batches, e
     model, history = train_or_reuse(
         build, train_batches, eval_batches, run_dir=run_dir, seed=seed, eval_split=eval_split,
         config=run_config, log=log, epochs=epochs, lr=lr, device=device,
-        lr_multipliers=head_lr_multipliers(name, head_lr_multiplier), **fit_options)
+        lr_multipliers=head_lr_multipliers(name, head_lr_multiplier),
+        **{"keep_weights": False, **fit_options})  # Q3 reads the curves, never the weights
     counts = parameter_counts(model)
     classes = model.get_submodule(head_module(name)).out_features
     final = history["eval_accuracy"][-1] if history["eval_accuracy"] else None
@@ -130,8 +131,8 @@ def choose_lr(records: Sequence[Mapping]) -> tuple[float, list[dict]]:
         raise ValueError("choose_lr: learning rates are chosen on the validation split only; "
                          "train the trials with evaluate_on='validation'")
     rows = [{"lr": r["lr"], "val_accuracy": (r["history"]["eval_accuracy"] or [None])[-1],
-             "stopped": r["history"].get("stopped"), "near_chance": r.get("near_chance")}
-            for r in records]
+             "stopped": r["history"].get("stopped"), "near_chance": r.get("near_chance"),
+             "run_dir": r.get("run_dir"), "history": r["history"]} for r in records]
     by_lr = sorted(rows, key=lambda row: row["lr"])
     scores = [None if row["stopped"] else row["val_accuracy"] for row in by_lr]
     if all(score is None for score in scores):
@@ -195,13 +196,15 @@ class Q3Runs:
             "validation": self.batches(ds.train_images[self.val_idx], ds.train_labels[self.val_idx]),
             "test": self.batches(*test)}
         self.weights_dirs = resolve_weights(models, smoke=config["smoke"], log=log,
-                                            smoke_dir=self.runs_dir / "fabricated-weights")
+                                            smoke_dir=Path(config["data_dir"]) / "fabricated-weights")
         self.records: dict[str, dict] = {}
+        self.seconds_left: dict[str, float] = {}  # the current part's runs, from its plan
 
     def batches(self, images, labels, *, train: bool = False) -> DeviceBatches:
         """Device-resident batches, resized to image_size on the device (no per-image PIL)."""
-        c = self.config
-        return DeviceBatches(images, labels, batch_size=c["batch_size"], device=c["device"],
+        c = self.config  # held-out batches: 2x on a GPU (4x of VGG16 at 224 px is ~7 GB)
+        size = c["batch_size"] if train else held_out_batch_size(c["batch_size"], c["device"], 2)
+        return DeviceBatches(images, labels, batch_size=size, device=c["device"],
                              train=train, mean=self.mean, std=self.std, image_size=c["image_size"],
                              channels_last=self.channels_last, seed=c["seed"])
 
@@ -266,7 +269,8 @@ class Q3Runs:
                                   evaluate_on=evaluate_on, **settings),
                 "model": model, "input_size": self.config["image_size"], "epochs": epochs,
                 "train_images": self.images_of(fraction),
-                "test_images": self.eval_batches[evaluate_on].num_samples}
+                "test_images": self.eval_batches[evaluate_on].num_samples,
+                "batch_size": self.config["batch_size"], "keep_weights": False}
 
     def train(self, model: str, *, pretrained: bool, freeze: str, fraction: float, epochs: int,
               lr: float, evaluate_on: str = "test") -> dict:
@@ -276,6 +280,8 @@ class Q3Runs:
         name = self.name(model, pretrained=pretrained, freeze=freeze, fraction=fraction,
                          epochs=epochs, lr=lr, evaluate_on=evaluate_on)
         if name not in self.records:
+            if self.seconds_left.get(name):  # a run to train, not one to reuse
+                self.log(time_left(self.seconds_left, name, "this part"))
             idx = self.subsets[fraction]
             self.records[name] = train_transfer(
                 model, pretrained=pretrained, freeze=freeze,
@@ -293,7 +299,9 @@ class Q3Runs:
         """Print the plan of `runs` (each the keyword arguments of `train`), then
         train them in order; each record is tagged with its `part`. A run that ends
         near chance is announced at once (warn_near_chance)."""
-        plan([self.planned(**run) for run in runs], runs_dir=self.runs_dir, log=self.log)
+        totals = plan([self.planned(**run) for run in runs], runs_dir=self.runs_dir,
+                      device=self.config["device"], log=self.log)
+        self.seconds_left = totals.get("run_seconds_left", {})
         records = [{**self.train(**run), "part": part} for run in runs]
         self.warn_near_chance(records)
         return records
@@ -316,8 +324,9 @@ class Q3Runs:
         trials = {s: [dict(model=s[0], pretrained=s[1], freeze=s[2], fraction=fraction,
                            epochs=epochs, lr=lr, evaluate_on="validation")
                       for lr in self.candidates(s[1])] for s in dict.fromkeys(settings)}
-        plan([self.planned(**t) for ts in trials.values() for t in ts], runs_dir=self.runs_dir,
-             log=self.log)
+        self.seconds_left = plan([self.planned(**t) for ts in trials.values() for t in ts],
+                                 runs_dir=self.runs_dir, device=self.config["device"],
+                                 log=self.log).get("run_seconds_left", {})
         chosen, selection = {}, []
         for (model, pretrained, freeze), ts in trials.items():
             records = [self.train(**t) for t in ts]

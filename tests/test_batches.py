@@ -82,6 +82,24 @@ def test_eval_batches_across_chunks_keep_order_and_values(monkeypatch):
     assert torch.allclose(x, torch.stack([reference_normalise(i) for i in images]), atol=1e-5)
 
 
+def test_flips_by_mask_as_on_a_gpu_match_flips_by_position():
+    # On CUDA the flips stay a boolean mask (positions would need nonzero(), a host
+    # sync per batch); on the CPU they are positions. Same draws, same images.
+    from common.batches import _crop_flip_torch
+
+    padded = torch.nn.functional.pad(make_images(12), (2, 2, 2, 2))
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randperm(12, generator=g)
+    dy, dx = torch.randint(0, 5, (12,), generator=g), torch.randint(0, 5, (12,), generator=g)
+    mask = torch.rand(12, generator=g) < 0.5
+    by_mask = _crop_flip_torch(padded, idx, 2, dy, dx, mask)
+    by_position = _crop_flip_torch(padded, idx, 2, dy, dx, mask.nonzero().squeeze(1))
+    assert 0 < mask.sum() < 12 and torch.equal(by_mask, by_position)
+    unflipped = _crop_flip_torch(padded, idx, 2, dy, dx, None)
+    assert torch.equal(by_mask[mask], unflipped[mask].flip(3))
+    assert torch.equal(by_mask[~mask], unflipped[~mask])
+
+
 @pytest.mark.parametrize("options", [dict(), dict(crop_padding=0), dict(flip=False),
                                      dict(crop_padding=2, train=False, augment=True)])
 def test_numpy_and_torch_augmentation_paths_agree(monkeypatch, options):

@@ -104,7 +104,13 @@ def test_fit_overhead_comparison_runs_and_returns_the_trained_model(tmp_path):
                                                   epochs=3, batch_size=8, model_name="lenet5")
     assert len(result["fit_seconds"]) == len(result["minimal_seconds"]) == 2
     assert result["recipe"]["weight_decay"] == 5e-4  # fit's default, used by both loops
-    assert result["checkpoint_mb"] > 0
+    assert result["checkpoint_mb"] > result["final_checkpoint_mb"] > 0  # no optimiser state
+    # The checkpoint row's shares, from the writes and epochs of this very run.
+    writes = result["checkpoint_write_seconds"]
+    assert len(writes) == result["checkpoint_writes"] >= 1  # at least the epoch-0 one
+    assert result["checkpoint_share_spaced"] == pytest.approx(
+        sum(writes) / (sum(history["seconds"]) + sum(writes)))
+    assert 0 < result["checkpoint_share_every_epoch"] < 1
     assert history["epoch"] == [1, 2, 3] and isinstance(model, torch.nn.Module)
     assert not (tmp_path / "run").exists()  # checkpoints are cleaned up
     # Fewer repetitions than epochs: fit finishes its run, only the pairs are timed.

@@ -1,88 +1,19 @@
-"""The notebooks' first cell (common/bootstrap_cell.py) under a simulated Colab.
+"""The notebooks' first cell (common/bootstrap_cell.py) under a simulated Colab
+(tests/fake_colab.py): which bundle it chooses, why, and when it refuses.
 
-Each test runs the cell's exact text in a fresh Python process with a fake
-`google.colab` package on sys.path. Its `drive.mount` links a prepared folder
-into place, as Colab's mounts Google Drive. `COMP5541_COLAB_ROOT` stands in for
-/content. The process runs in a temporary folder, away from the real bundle.
+Each test runs the cell's exact text in a fresh Python process, away from the
+real bundle. The whole journey, notebooks included, is test_colab_journey.py.
 """
 from __future__ import annotations
 
 import ast
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
+from fake_colab import Colab, line_of
 
 CELL = (ROOT / "common" / "bootstrap_cell.py").read_text()
-
-FAKE_DRIVE = '''
-import os
-
-def mount(mountpoint, force_remount=False, **kwargs):
-    with open(os.environ["FAKE_DRIVE_LOG"], "a") as log:
-        log.write(mountpoint + "\\n")
-    os.symlink(os.environ["FAKE_DRIVE_STORE"], mountpoint)
-'''
-
-RUNNER = '''
-import sys
-if sys.argv[1] == "colab":
-    sys.path.insert(0, sys.argv[2])
-    import google.colab  # Colab imports it before the first cell runs
-scope = {"__name__": "__main__"}
-exec(compile(open(sys.argv[3]).read(), "bootstrap_cell", "exec"), scope)
-print("BUNDLE=" + str(scope["BUNDLE"]))
-'''
-
-
-class Colab:
-    """A fake Colab file area (`content/`), a Drive store and the fake package."""
-
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.content = tmp / "content"
-        self.store = tmp / "drive-store"  # what drive.mount links to content/drive
-        self.my_drive = self.store / "MyDrive"
-        self.log = tmp / "mounts.log"
-        (self.content / "sample_data").mkdir(parents=True)
-        self.my_drive.mkdir(parents=True)
-        package = tmp / "fake-packages" / "google" / "colab"
-        package.mkdir(parents=True)
-        (package.parent / "__init__.py").write_text("")
-        (package / "__init__.py").write_text("")
-        (package / "drive.py").write_text(FAKE_DRIVE)
-        self.cell = tmp / "bootstrap_cell.py"
-        self.cell.write_text(CELL)
-
-    def add_bundle(self, where: Path) -> Path:
-        shutil.copytree(ROOT / "common", where / "common",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        return where
-
-    def run(self, *, cwd: Path | None = None, colab: bool = True, check: bool = True):
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.update(COMP5541_COLAB_ROOT=str(self.content), FAKE_DRIVE_STORE=str(self.store),
-                   FAKE_DRIVE_LOG=str(self.log))
-        done = subprocess.run(
-            [sys.executable, "-c", RUNNER, "colab" if colab else "local",
-             str(self.tmp / "fake-packages"), str(self.cell)],
-            cwd=cwd or self.content, env=env, capture_output=True, text=True, timeout=60)
-        if check:
-            assert done.returncode == 0, done.stderr
-        return done
-
-    def mounts(self) -> list[str]:
-        return self.log.read_text().split() if self.log.exists() else []
-
-
-def bundle_of(done) -> Path:
-    line = next(l for l in done.stdout.splitlines() if l.startswith("BUNDLE="))
-    return Path(line.split("=", 1)[1])
 
 
 @pytest.fixture
@@ -90,76 +21,103 @@ def colab(tmp_path) -> Colab:
     return Colab(tmp_path)
 
 
-def test_bundle_unzipped_in_content_keeps_checkpoints_in_drive(colab):
-    bundle = colab.add_bundle(colab.content / "comp5541")
-    done = colab.run()
-    assert bundle_of(done) == bundle
-    assert colab.mounts() == [str(colab.content / "drive")]
-    runs = bundle / "runs"
-    assert runs.is_symlink()
-    assert runs.resolve() == (colab.my_drive / "comp5541-runs").resolve()
-    # A checkpoint written under runs_dir="runs/Q2" lands in Drive.
-    (runs / "Q2").mkdir()
-    (runs / "Q2" / "last.pt").write_bytes(b"weights")
-    assert (colab.my_drive / "comp5541-runs" / "Q2" / "last.pt").read_bytes() == b"weights"
-    # Next session, Drive already mounted: no second mount, the link stays.
-    done = colab.run()
-    assert colab.mounts() == [str(colab.content / "drive")]
-    assert runs.is_symlink() and "Google Drive" in done.stdout
+def test_the_opened_notebook_picks_its_bundle_not_the_copy_beside_it(colab):
+    bundle = colab.add_bundle(colab.my_drive / "comp5541")
+    decoy = colab.add_bundle(colab.my_drive / "Copy of comp5541")  # sorts first
+    for chosen in (bundle, decoy):
+        colab.open(chosen / "Q1" / "Q1.ipynb")
+        done = colab.run_cell()
+        assert line_of(done, "BUNDLE") == colab.drive_path(chosen)
+        # `import common` loads the chosen copy, even after the cell imported the first one found.
+        assert line_of(done, "COMMON") == colab.drive_path(chosen) / "common" / "config.py"
+        assert "because it holds this notebook" in done.stdout and "Drive file id" in done.stdout
+    assert colab.mounts() == [str(colab.content / "drive")]  # mounted once, then found mounted
 
 
-def test_bundle_unzipped_straight_into_content_is_found(colab):
-    colab.add_bundle(colab.content)
-    assert bundle_of(colab.run()) == colab.content
+def test_two_bundles_and_no_word_from_colab_is_refused_with_the_fix(colab):
+    bundle = colab.add_bundle(colab.my_drive / "comp5541")
+    colab.add_bundle(colab.my_drive / "Copy of comp5541")
+    colab.open(None)  # the session API does not answer
+    done = colab.run_cell(check=False)
+    assert done.returncode != 0 and "BundleError" in done.stderr
+    for needed in ("More than one bundle", "MyDrive/comp5541", "MyDrive/Copy of comp5541",
+                   "delete or rename", "%env COMP5541_BUNDLE="):
+        assert needed in done.stderr
+    done = colab.run_cell(COMP5541_BUNDLE=str(colab.drive_path(bundle)))
+    assert line_of(done, "BUNDLE") == colab.drive_path(bundle)
+    assert "COMP5541_BUNDLE names it" in done.stdout
 
 
-def test_bundle_in_drive_is_found_by_mounting(colab):
-    colab.add_bundle(colab.my_drive / "comp5541")
-    done = colab.run()
-    assert colab.mounts() == [str(colab.content / "drive")]
-    bundle = bundle_of(done)
-    assert bundle == colab.content / "drive" / "MyDrive" / "comp5541"
-    assert not (bundle / "runs").exists()  # already in Drive: nothing to link
-    assert "(in Google Drive)" in done.stdout
+def test_one_bundle_and_no_word_from_colab_is_used_and_says_so(colab):
+    bundle = colab.add_bundle(colab.my_drive / "comp5541")
+    colab.open(None)
+    done = colab.run_cell()
+    assert line_of(done, "BUNDLE") == colab.drive_path(bundle)
+    assert "the only bundle in My Drive" in done.stdout and "not confirmed" in done.stdout
+
+
+def test_a_notebook_from_outside_the_bundle_is_sent_to_the_bundles_copy(colab):
+    bundle = colab.add_bundle(colab.my_drive / "comp5541")
+    elsewhere = colab.my_drive / "Colab Notebooks" / "Q1.ipynb"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes((bundle / "Q1" / "Q1.ipynb").read_bytes())
+    colab.assign_drive_ids()
+    colab.open(elsewhere)
+    done = colab.run_cell(check=False)
+    assert done.returncode != 0
+    assert "not a bundle's own copy" in done.stderr
+    assert str(colab.drive_path(bundle) / "Q1" / "Q1.ipynb") in done.stderr
+    # Opened from GitHub: no Drive file id at all.
+    colab.open(None, name="Q1.ipynb", path="github/someone/comp5541/blob/main/Q1/Q1.ipynb")
+    done = colab.run_cell(check=False)
+    assert done.returncode != 0 and "not a bundle's own copy" in done.stderr
+
+
+def test_a_bundle_in_content_is_refused_and_drive_is_named(colab):
+    colab.add_bundle(colab.content / "comp5541")
+    colab.open(None)
+    done = colab.run_cell(check=False)
+    assert done.returncode != 0
+    for needed in ("is not supported", "disconnect wipes it", "MyDrive/comp5541", "readme.txt"):
+        assert needed in done.stderr
+    assert not (colab.content / "comp5541" / "runs").exists()
+
+
+def test_a_bundle_in_content_beside_one_in_drive_is_ignored(colab):
+    bundle = colab.add_bundle(colab.my_drive / "comp5541")
+    colab.add_bundle(colab.content)  # unzipped straight into /content
+    colab.open(bundle / "Q1" / "Q1.ipynb")
+    done = colab.run_cell()
+    assert line_of(done, "BUNDLE") == colab.drive_path(bundle)
+    assert f"ignored, as not in Google Drive: {colab.content}" in done.stdout
 
 
 def test_no_bundle_anywhere_says_how_to_get_it(colab):
-    done = colab.run(check=False)
-    assert done.returncode != 0
-    assert "FileNotFoundError" in done.stderr
-    for hint in ("Google Drive", "/content", "git clone", "unzip", "readme.txt"):
+    done = colab.run_cell(check=False)
+    assert done.returncode != 0 and "FileNotFoundError" in done.stderr
+    for hint in ("My Drive", "unzip", "readme.txt"):
         assert hint in done.stderr
     assert colab.mounts() == [str(colab.content / "drive")]  # it looked in Drive first
 
 
-def test_existing_checkpoints_in_content_are_left_in_place(colab):
-    bundle = colab.add_bundle(colab.content / "comp5541")
-    (bundle / "runs" / "Q2").mkdir(parents=True)
-    (bundle / "runs" / "Q2" / "last.pt").write_bytes(b"weights")
-    done = colab.run()
-    assert not (bundle / "runs").is_symlink()
-    assert (bundle / "runs" / "Q2" / "last.pt").read_bytes() == b"weights"
-    assert "already holds runs" in done.stdout
-
-
-def test_keep_runs_in_drive_can_be_switched_off(colab):
-    bundle = colab.add_bundle(colab.content / "comp5541")
-    assert "KEEP_RUNS_IN_DRIVE = True" in CELL
-    colab.cell.write_text(CELL.replace("KEEP_RUNS_IN_DRIVE = True", "KEEP_RUNS_IN_DRIVE = False"))
-    assert bundle_of(colab.run()) == bundle
-    assert colab.mounts() == [] and not (bundle / "runs").exists()
-
-
-def test_outside_colab_nothing_is_mounted(colab, tmp_path):
-    bundle = colab.add_bundle(tmp_path / "work" / "bundle")
-    (bundle / "Q2").mkdir()
-    done = colab.run(cwd=bundle / "Q2", colab=False)
-    assert bundle_of(done) == bundle
-    assert colab.mounts() == [] and not (bundle / "runs").exists()
+def test_outside_colab_the_nearest_bundle_holds_the_notebook(colab, tmp_path):
+    outer = colab.add_bundle(tmp_path / "work")
+    inner = colab.add_bundle(outer / "build" / "copy")  # e.g. a test's scratch bundle
+    done = colab.run_cell(cwd=inner / "Q1", colab=False)
+    assert line_of(done, "BUNDLE") == inner
+    assert "it holds the working directory" in done.stdout
+    assert colab.mounts() == [] and not (inner / "runs").exists()
+    assert line_of(colab.run_cell(cwd=outer / "Q1", colab=False), "BUNDLE") == outer
 
 
 def test_real_bundle_found_from_a_subfolder(colab):
-    assert bundle_of(colab.run(cwd=ROOT / "common", colab=False)) == ROOT
+    assert line_of(colab.run_cell(cwd=ROOT / "common", colab=False), "BUNDLE") == ROOT
+
+
+def test_outside_colab_a_notebook_outside_any_bundle_is_refused(colab, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    done = colab.run_cell(cwd=tmp_path / "elsewhere", colab=False, check=False)
+    assert done.returncode != 0 and "Open Qn/Qn.ipynb from the bundle's own folder" in done.stderr
 
 
 def test_cell_installs_nothing_and_imports_only_the_standard_library():
@@ -173,3 +131,20 @@ def test_cell_installs_nothing_and_imports_only_the_standard_library():
     assert imported <= {"os", "sys", "pathlib", "google.colab", "common.tools.colab"}
     for install in ("pip install", "%pip", "apt-get", "subprocess", "get_ipython", "os.system"):
         assert install not in CELL, f"the first cell must not run {install!r}"
+
+
+def test_on_colab_data_goes_to_the_runtime_disk_and_results_stay_in_the_bundle(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from common import config
+
+    monkeypatch.setenv("COMP5541_COLAB_ROOT", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    made = config.make_config({"data_dir": "data", "results_dir": "Q2/results",
+                               "runs_dir": "runs/Q2"}, notebook="Q2")
+    assert made["data_dir"] == str(tmp_path / "data")
+    assert made["results_dir"] == str(config.ROOT / "Q2" / "results")
+    assert made["runs_dir"] == str(config.ROOT / "runs" / "Q2")
+    monkeypatch.delitem(sys.modules, "google.colab")
+    assert config.make_config({"data_dir": "data"}, notebook="Q2")["data_dir"] == str(config.ROOT / "data")

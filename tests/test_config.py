@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -56,3 +57,18 @@ def test_summary_is_strict_json_with_provenance(tmp_path):
     assert summary["smoke"] is True and summary["environment"]["torch"] == torch.__version__
     assert not list(tmp_path.glob("*.tmp"))
     assert math.isfinite(summary["wall_time_s"])
+
+
+def test_summary_keeps_the_training_time_of_reused_runs(tmp_path):
+    """A rerun that reuses every run is quick, but summary.json still says what
+    the runs took to train: the sum of their histories' seconds, each run once."""
+    run = lambda d, s: {"run_dir": d, "history": {"epoch": [1, 2], "seconds": s}}
+    results = {"runs": [run("runs/Q2/a", [10.0, 11.5]), run("runs/Q2/b", [3.0])],
+               "best": run("runs/Q2/a", [10.0, 11.5]),  # the same run again: counted once
+               "trials": [{"lr": 0.1, "nested": run("runs/Q3/t", [0.5])}]}
+    assert runtime.training_seconds(results) == (25.0, 3)
+    path = runtime.write_summary({"results_dir": str(tmp_path), "notebook": "T"}, results,
+                                 started=time.time())
+    summary = json.loads(path.read_text())
+    assert summary["training_time_s"] == 25.0 and summary["training_runs"] == 3
+    assert summary["wall_time_s"] < 25.0  # this execution trained nothing

@@ -68,39 +68,33 @@ def test_run_stats_against_numpy():
 
 def test_overfitting_is_diagnosed_with_the_history_numbers():
     h = overfitting()
-    text = obs.describe_run("VGG16", h)
-    s = obs.run_stats(h)
-    assert text.startswith("**VGG16** ends at 80.00% test accuracy after 20 epochs")
-    assert "It overfits: the test loss is lowest at epoch 6 (0.6000)" in text
+    text = obs.notable("VGG16", h)
+    assert text.startswith("**VGG16**: it overfits: the test loss is lowest at epoch 6 (0.6000)")
     assert f"rises to {h['eval_loss'][-1]:.4f}" in text
     assert f"+{100 * (h['eval_loss'][-1] / 0.6 - 1):.0f}%" in text
     assert f"({h['train_loss'][5]:.4f} to {h['train_loss'][-1]:.4f})" in text
-    gap = 100 * (h["train_accuracy"][-1] - h["eval_accuracy"][-1])
-    assert f"a gap of {gap:.2f} points, above 10" in text
-    assert f"by epoch {s['epochs_to_speed']}" in text
-    assert "even though its accuracy stays at its best" in text  # flat at 80% from epoch 6
+    assert (f"(train {obs.pct(h['train_accuracy'][-1])}, test {obs.pct(h['eval_accuracy'][-1])})"
+            in text)  # the gap, above 10 points
+    assert "points below its best" not in text  # flat at 80% from epoch 6
     assert "underfits" not in text and "still improving" not in text
     h["eval_accuracy"][-1] = 0.7712
-    assert "its accuracy ends 2.88 points below its best" in obs.describe_run("VGG16", h)
+    assert "its accuracy ends 2.88 points below its best" in obs.notable("VGG16", h)
     # Monitored on a validation split: the text says so.
-    assert "It overfits: the val loss is lowest" in obs.describe_run("x", h, held_out="val")
+    assert "it overfits: the val loss is lowest" in obs.notable("x", h, held_out="val")
 
 
 def test_a_falling_test_loss_is_not_called_overfitting():
     h = overfitting()
     h["eval_loss"] = sorted(h["eval_loss"], reverse=True)  # minimum in the last epoch
-    text = obs.describe_run("ResNet18", h)
-    assert "overfits" not in text
-    assert "still at its minimum in the last epoch" in text
+    assert "overfits" not in obs.notable("ResNet18", h)
 
 
 def test_underfitting_and_still_improving():
     h = underfitting()
-    text = obs.describe_run("AlexNet with RMSProp", h)
-    assert "it underfits" in text and "below 75%" in text
-    assert "a gap of 1.00 points" in text
+    text = obs.notable("AlexNet with RMSProp", h)
+    assert "it underfits: train accuracy 50.00% with almost no gap to test" in text
     late = h["eval_accuracy"][-1] - h["eval_accuracy"][-3]  # last quarter of 10 epochs: 2
-    assert f"still improving ({obs.points(late)} over the last 2 epochs)" in text
+    assert f"still improving at the end ({obs.points(late)} over the last 2 epochs)" in text
     assert "overfits" not in text
 
 
@@ -109,16 +103,14 @@ def test_stopped_runs_say_so():
     reason = "non-finite loss at epoch 5, batch 3/10: loss=nan. The run diverged."
     part = make_history(*(h[k][:4] for k in ("train_loss", "eval_loss", "train_accuracy",
                                              "eval_accuracy")), stopped=reason)
-    text = obs.describe_run("AlexNet with Adam", part, epochs_planned=10)
-    assert text.startswith("**AlexNet with Adam** stopped early after 4 of 10 completed epochs: "
-                           + reason)
-    assert "from epoch 4, its last good one" in text
-    assert f"It ends at {obs.pct(part['eval_accuracy'][-1])} test accuracy after 4 epochs" in text
+    text = obs.notable("AlexNet with Adam", part, epochs_planned=10)
+    assert text.startswith("**AlexNet with Adam**: it stopped early, after 4 of 10 epochs ("
+                           + reason.rstrip("."))
+    assert "unfinished run" in text
     assert "still improving" not in text  # a stopped run is not "improving"
     empty = make_history([], [], [], [], stopped="non-finite loss at epoch 1, batch 1/10")
-    text = obs.describe_run("Adam", empty)
-    assert "stopped before completing an epoch" in text and "batch 1/10." in text
-    assert not numbers(text.replace("1/10", ""))
+    text = obs.notable("Adam", empty)
+    assert "after 0 epochs" in text and "batch 1/10" in text
     # Comparisons leave a run without epochs out and say so.
     cmp = obs.compare_runs({"SGD": h, "Adam": empty})
     assert cmp.startswith("Adam completed no epoch") and "SGD 49.00%" in cmp
@@ -248,3 +240,40 @@ def test_explain_optimisers_reads_the_curves():
     level = explain_optimisers({"SGD": sgd, "Adam": make_history(*(sgd[k] for k in (
         "train_loss", "eval_loss", "train_accuracy", "eval_accuracy")))})
     assert "within the noise of a single run" in level and "steps are proportional" in level
+
+
+def test_a_lead_within_two_standard_errors_is_called_noise():
+    def flat(acc):
+        return make_history([1.0, 0.5], [1.0, 0.6], [acc - 0.1, acc], [acc - 0.1, acc])
+
+    runs = {"A": flat(0.52), "B": flat(0.50)}
+    # 2 SE of the difference on n images: 2 sqrt((0.52*0.48 + 0.5*0.5) / n).
+    small = obs.compare_runs(runs, held_out_images=1_000)  # 2 SE = 4.47 points > 2
+    assert "within the noise" in small and "4.47 points" in small
+    large = obs.compare_runs(runs, held_out_images=100_000)  # 2 SE = 0.45 points < 2
+    assert "within the noise" not in large and "more than two standard errors (0.45 points" in large
+    assert "two standard errors" not in obs.compare_runs(runs)  # no size given: no claim
+    within, two_se = obs.within_noise(0.52, 0.50, 1_000)
+    assert within and two_se == pytest.approx(2 * ((0.52 * 0.48 + 0.25) / 1_000) ** 0.5)
+
+
+def test_notes_say_only_what_stands_out():
+    def steady(n=8):  # converged: test loss at its minimum last, small gap, flat accuracy
+        e = np.arange(1, n + 1)
+        return make_history(1.0 / e, 1.0 / e + 0.05, [0.90] * n, [0.88] * n)
+
+    over, under = overfitting(), underfitting()
+    text = obs.notes({"VGG16": over, "ResNet18": steady(), "AlexNet": under})
+    bullets = text.splitlines()
+    assert len(bullets) == 2 and all(b.startswith("- **") for b in bullets)
+    assert bullets[0].startswith("- **VGG16**: it overfits: the test loss is lowest at epoch 6")
+    s = obs.run_stats(over)
+    assert f"(+{100 * s['loss_rise']:.0f}%)" in bullets[0]
+    assert f"(train {obs.pct(s['final_train_accuracy'])}, test {obs.pct(s['final_accuracy'])})" \
+        in bullets[0]
+    assert bullets[1].startswith("- **AlexNet**: it underfits: train accuracy 50.00%")
+    assert "still improving" in bullets[1]
+    assert obs.notes({"ResNet18": steady()}) == ""
+    stopped = make_history([2.0], [2.1], [0.3], [0.25], stopped="non-finite loss at epoch 2.")
+    assert obs.notable("Adam", stopped, epochs_planned=40).startswith(
+        "**Adam**: it stopped early, after 1 of 40 epochs (non-finite loss at epoch 2)")

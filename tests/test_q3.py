@@ -2,7 +2,7 @@
 same runner and profile as `make smoke`.
 
 There are no ImageNet weights on the test machines: with an empty TORCH_HOME the
-smoke run fabricates random stand-ins in its runs folder. The test checks the
+smoke run fabricates random stand-ins in its data folder. The test checks the
 plumbing and the honesty of the text, never an accuracy.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 
 from common.config import ROOT
 from conftest import assert_submittable, bundle_tmpdir, run_smoke_profile, shown_text
@@ -26,7 +27,8 @@ def smoke_run(cifar_data_dir):
         mp.setenv("TORCH_HOME", str(torch_home))  # inherited by the papermill kernel
         out = run_smoke_profile(NOTEBOOK, tmp, cifar_data_dir)
     yield {"nb": out["nb"], "nb_path": out["path"], "summary": out["summary"],
-           "results": out["results"], "torch_home": torch_home, "runs": tmp / "runs"}
+           "results": out["results"], "torch_home": torch_home, "runs": tmp / "runs",
+           "data_dir": cifar_data_dir}
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -93,10 +95,15 @@ def test_fabricated_weights_are_labelled_and_kept_out_of_torch_home(smoke_run):
     results = smoke_run["summary"]["results"]
     assert set(results["weights_source"].values()) == {"unofficial"}
     assert {r["weights_source"] for r in results["runs"] if r["pretrained"]} == {"unofficial"}
-    # The stand-ins live in the smoke run's own folder, never in torch.hub's cache,
-    # where a later full run would load them as ImageNet weights.
+    # The stand-ins live with the data (a cache, on Colab's local disk), never in runs/
+    # (Drive on Colab) nor in torch.hub's cache, where a later full run would load them
+    # as ImageNet weights.
     assert not list(smoke_run["torch_home"].rglob("*.pth"))
-    assert list((smoke_run["runs"] / "smoke" / "Q3" / "fabricated-weights").glob("*.pth"))
+    assert not list(smoke_run["runs"].rglob("*.pth"))
+    # Q3 reads only the curves: a finished run keeps its history, not its weights.
+    finals = list(smoke_run["runs"].rglob("last.pt"))
+    assert finals and all(torch.load(p, weights_only=True)["model"] == {} for p in finals)
+    assert list((smoke_run["data_dir"] / "fabricated-weights").glob("*.pth"))
     text = shown_text(smoke_run["nb"])
     assert "FABRICATED random weights" in text
     assert "**Not ImageNet weights**" in text and "**Smoke run**" in text
@@ -129,3 +136,31 @@ def test_recipes_and_near_chance_flags_reach_the_summary_and_the_text(smoke_run)
     assert text.count("the comparison is void") == len(void)
     # The budget notice is generated from the actual sizes.
     assert f"a pool of {config['smoke_train_images']:,} training images" in text
+
+
+def test_make_plan_plans_the_runs_the_notebook_trains(smoke_run):
+    """`make plan` derives Q3's runs from the parameters alone, without the data: the
+    same trials and the same (a), (b), (c) runs, with the same image counts."""
+    from common.tools.plan import q3_rows
+
+    s = smoke_run["summary"]
+    config, results = s["config"], s["results"]
+    rows = q3_rows(config)
+    trials = [r for r in rows if r["name"].startswith("select_")]
+    assert len(trials) == sum(len(sel["candidates"]) for sel in results["lr_selection"])
+    trained = {r["run_dir"]: r for r in results["runs"]}.values()  # a run two parts share, once
+    assert sorted((r["model"], r["train_images"], r["epochs"]) for r in rows
+                  if not r["name"].startswith("select_")) \
+        == sorted((r["model"], r["train_images"], r["epochs"]) for r in trained)
+    assert {r["input_size"] for r in rows} == {config["image_size"]}
+
+
+def test_the_headline_answers_each_part_from_the_results(smoke_run):
+    from common.observations import pct
+
+    runs = smoke_run["summary"]["results"]["runs"]
+    text = shown_text(smoke_run["nb"])
+    headline = text[text.index("**Q3 at a glance.**"):]
+    for r in runs:
+        assert pct(r["history"]["eval_accuracy"][-1]) in headline
+    assert headline.count("| (a) |") == len(smoke_run["summary"]["config"]["fractions"])

@@ -106,12 +106,15 @@ def test_maths_is_typeset_not_raw_tex(rendered):
         assert raw not in text, f"raw TeX {raw!r} reached the PDF: MathJax did not run"
 
 
-def test_report_variant_hides_code_but_keeps_outputs(rendered):
+def test_report_variant_hides_code_and_run_logs_but_keeps_what_is_displayed(rendered):
     text = pdf_text(rendered["no_input"])
     assert "history = fit(model)" not in text
     assert "In [" not in text
-    for expected in ("Q1: Fabricated report heading", "final test accuracy 87.65%", "ReLU"):
+    for expected in ("Q1: Fabricated report heading", "ReLU"):  # Markdown, LaTeX output
         assert expected in text
+    # Printed run logs (plans, per-epoch lines) stay in Qn.pdf, out of the grader's report.
+    for log_line in ("epoch 1/40", "epoch 40/40", "final test accuracy 87.65%", "bundle: /tmp/bundle"):
+        assert log_line not in text and log_line in pdf_text(rendered["full"])
     assert "$$" not in text
 
 
@@ -154,3 +157,42 @@ def test_unknown_renderer_is_refused(tmp_path):
     nbformat.write(executed_notebook("Q1", epochs=2), notebook)
     with pytest.raises(report.ReportError, match="renderer='word'"):
         report.render_pdf(notebook, tmp_path / "Q1.pdf", renderer="word")
+
+
+def test_a_wide_log_wraps_between_words_in_the_full_pdf(tmp_path, tools, local_mathjax):
+    """A plan table wider than the page wraps at spaces: no word is cut in two."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    words = [f"w{i:02d}status" for i in range(60)]  # one 600-character line of words
+    nb = new_notebook(cells=[new_code_cell("print(plan)", execution_count=1, outputs=[
+        new_output("stream", name="stdout", text=" ".join(words) + "\n")])])
+    notebook = tmp_path / "Q9.ipynb"
+    nbformat.write(nb, notebook)
+    pdf = tmp_path / "Q9.pdf"
+    report.render_pdf(notebook, pdf, renderer="chromium")
+    text = pdf_text(pdf)
+    assert all(re.search(rf"\b{w}\b", text) for w in words), text
+    assert len([line for line in text.splitlines() if "status" in line]) >= 2  # it did wrap
+
+
+def test_the_report_opens_with_the_headline_and_drops_the_logs(tmp_path, tools, local_mathjax):
+    """The headline cell, computed last, is on the report's first page; Qn.pdf keeps
+    the notebook's order."""
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    log = "".join(f"epoch {i}/40  train loss 1.0\n" for i in range(1, 41))
+    cells = [new_markdown_cell("# Q9: title"), *[
+        new_code_cell("fit()", execution_count=i, outputs=[new_output("stream", name="stdout", text=log)])
+        for i in range(1, 4)], new_markdown_cell("## A later section\n\n" + "Long text. " * 400)]
+    headline = new_code_cell("display(q9_headline())", execution_count=9, outputs=[new_output(
+        "display_data", data={"text/markdown": "**Q9 at a glance.**\n\n| part | result |\n|---|---|\n"
+                                               "| (a) | 93.1% test accuracy |"})])
+    headline.metadata["tags"] = ["headline"]
+    nbformat.write(new_notebook(cells=[*cells, headline]), tmp_path / "Q9.ipynb")
+    full, short = report.render_reports(tmp_path / "Q9.ipynb", renderer="chromium")
+    first_page = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-layout", str(short), "-"],
+                                capture_output=True, text=True, check=True).stdout
+    assert "Q9 at a glance" in first_page and "93.1% test accuracy" in first_page
+    assert "epoch 1/40" not in pdf_text(short) and "epoch 40/40" in pdf_text(full)
+    text = pdf_text(full)
+    assert text.index("A later section") < text.index("Q9 at a glance")  # in order in Qn.pdf

@@ -76,6 +76,7 @@ def test_zip_layout_read_back(bundle):
             assert not name.startswith("/") and ".." not in Path(name).parts and "\\" not in name
         assert {n.split("/")[0] for n in names} == {
             "Q1", "Q2", "Q3", "common", "profiles", "readme.txt", "requirements.txt", "Makefile"}
+        # (the fabricated bundle has no tests/, benchmarks/ or extras/ to pack)
         for q in QUESTIONS:
             for name in (f"{q}.ipynb", f"{q}.pdf", f"{q}_report.pdf", "results/summary.json"):
                 assert f"{q}/{name}" in names
@@ -112,7 +113,7 @@ def test_no_data_checkpoints_or_caches_leak(bundle):
         "build/Q2/results/model.pt": b"x", "build/Q2/results/data_batch_1": b"x",
         "build/Q2/results/.ipynb_checkpoints/x.png": b"x",
         "build/Q3/results/train-images-idx3-ubyte": b"x",
-        ".venv/bin/python": b"x", "extras/E1/E1.ipynb": b"{}",
+        ".venv/bin/python": b"x", "build/extras/E1/E1.ipynb": b"{}",
     }
     for name, data in planted.items():
         (bundle / name).parent.mkdir(parents=True, exist_ok=True)
@@ -121,11 +122,11 @@ def test_no_data_checkpoints_or_caches_leak(bundle):
         names = zf.namelist()
     leaked = [n for n in names if re.search(
         r"\.pt$|\.pyc$|\.tar\.gz$|__pycache__|\.ipynb_checkpoints|data_batch|ubyte|^runs/|^data/|"
-        r"\.venv|^extras/|^build/", n)]
+        r"\.venv|^extras/executed/|^build/", n)]
     assert leaked == []
-    # extras/ is packed only when asked for.
+    # The executed extras notebooks are packed only when asked for.
     with zipfile.ZipFile(submit.build_zip(STUDENT, bundle, with_extras=True)) as zf:
-        assert "extras/E1/E1.ipynb" in zf.namelist()
+        assert "extras/executed/E1/E1.ipynb" in zf.namelist()
 
 
 def test_subpackages_are_packed_even_when_named_like_data(bundle):
@@ -209,6 +210,44 @@ def test_smoke_run_is_refused_unless_allowed_then_labelled(bundle):
         names = zf.namelist()
         assert "Q2/SMOKE_RUN.txt" in names
         assert "Q1/SMOKE_RUN.txt" not in names and "Q3/SMOKE_RUN.txt" not in names
+
+
+def test_a_smoke_run_is_never_called_a_full_one(bundle, capsys):
+    write_results(bundle / "build" / "Q2" / "results", "Q2", smoke=True)
+    assert submit.main(["--root", str(bundle), "check"]) == 1
+    err = capsys.readouterr().err
+    assert "make all" in err and "on Colab, open Q2/Q2.ipynb" in err and "Runtime > Run all" in err
+    assert submit.main(["--root", str(bundle), "check", "--allow-smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "Q2: SMOKE RUN" in out and "check passed for a smoke run (Q2" in out
+    assert "ran in full" not in out
+
+
+def test_the_zip_ships_what_its_tests_and_makefile_need():
+    """Every bundle-local module a shipped test imports, and every notebook the
+    Makefile runs, is in the zip (read from the real bundle's layout)."""
+    import ast
+
+    names = set(submit.zip_entries({}, ROOT))
+    local = {p.name for p in ROOT.iterdir() if p.is_dir()} | {
+        p.stem for p in (ROOT / "tests").glob("*.py")}
+    missing = []
+    for test in sorted(n for n in names if n.startswith("tests/") and n.endswith(".py")):
+        for node in ast.walk(ast.parse((ROOT / test).read_text())):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for module in modules:
+                top = module.split(".")[0]
+                if top in local and not ({f"tests/{top}.py", f"{top}/__init__.py"} & names
+                                         or any(n.startswith(top + "/") for n in names)):
+                    missing.append(f"{test} imports {module}")
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    listed = next(l for l in makefile.splitlines() if l.startswith("NOTEBOOKS")).split("=", 1)[1]
+    # Q1-Q3 come from the checked work, which the zip always holds; the rest from the bundle.
+    missing += [f"the Makefile runs {nb}" for nb in listed.split()
+                if nb not in names and nb.split("/")[0] not in submit.QUESTIONS]
+    assert missing == []
+    assert {"benchmarks/gpu_check.py", "extras/numpy_mlp.ipynb", "pytest.ini"} <= names
 
 
 def test_quick_run_is_accepted_and_labelled(bundle, capsys):
@@ -322,9 +361,12 @@ def test_readme_gives_the_commands_first_and_documents_the_rest():
     assert "make all" in first and "make test" in first and "ESTIMATE" in first
     for needed in ("make smoke", "make help", "make report", "make check", "make zip ID=",
                    "DATA_DIR=", 'SET="epochs=5 device=cuda"', "runs/<profile>/Qn",
-                   "build/Qn/", "colab.research.google.com/github/", "libjs-mathjax",
+                   "build/Qn/", "/content/drive/MyDrive/comp5541.zip", "runs/Q2/smoke/<run>",
+                   "training_time_s", "libjs-mathjax",
                    "dataset-fashion-mnist", "<data_dir>/cifar10/{train,test}/<class>/*.jpg"):
         assert needed in text, f"readme.txt does not mention {needed!r}"
+    for placeholder in ("OWNER/REPO", "bundle.zip", "git clone"):
+        assert placeholder not in text, f"readme.txt still says {placeholder!r}"
     # Every `make <target>` the readme names exists in the Makefile.
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"(?m)^([a-z][a-z-]*):", makefile))

@@ -531,6 +531,23 @@ def test_finished_run_keeps_only_a_final_checkpoint_that_reuse_reads(tmp_path):
         fit(tiny_model(), train, test, run_dir=tmp_path / "r", **{**FIT, "epochs": 4})
 
 
+def test_a_run_kept_without_weights_is_reused_from_its_history(tmp_path):
+    train, test = make_batches()
+    history = fit(tiny_model(), train, test, run_dir=tmp_path / "r", keep_weights=False, **FIT)
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert saved["final"] is True and saved["model"] == {} and saved["history"] == history
+    with_weights = tmp_path / "w"
+    fit(tiny_model(), train, test, run_dir=with_weights, **FIT)
+    assert (tmp_path / "r" / "last.pt").stat().st_size < (with_weights / "last.pt").stat().st_size / 2
+    # A reuse returns the history, trains nothing and leaves the model as built.
+    untouched, counted, lines = tiny_model(seed=1), CountingBatches(train), []
+    again = fit(untouched, counted, test, run_dir=tmp_path / "r", keep_weights=False,
+                **{**FIT, "log": lines.append})
+    assert again == history and counted.count == 0
+    assert same_weights(untouched.state_dict(), tiny_model(seed=1).state_dict())
+    assert any("reusing its history (force=True" in line for line in lines)
+
+
 def test_stopped_run_keeps_only_a_final_checkpoint(tmp_path):
     train, test = make_batches()
     history = fit(tiny_model(), train, test, run_dir=tmp_path / "r", **{**FIT, "lr": 1e10})

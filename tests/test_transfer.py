@@ -273,7 +273,10 @@ def test_choose_lr_ties_go_to_the_smaller_rate_and_diverged_runs_never_win():
     lr, rows = choose_lr([trial(0.1, 0.9, stopped="loss nan"), trial(0.01, 0.5), trial(0.001, 0.5)])
     assert lr == 0.001
     assert [r["lr"] for r in rows] == [0.1, 0.01, 0.001]  # rows keep the order given
-    assert rows[0] == {"lr": 0.1, "val_accuracy": 0.9, "stopped": "loss nan", "near_chance": None}
+    assert {k: rows[0][k] for k in ("lr", "val_accuracy", "stopped", "near_chance")} == {
+        "lr": 0.1, "val_accuracy": 0.9, "stopped": "loss nan", "near_chance": None}
+    # Each row keeps its trial's history, so summary.json counts the trials' training time.
+    assert rows[0]["history"]["stopped"] == "loss nan"
     assert choose_lr([trial(0.01, 0.6), trial(0.001, 0.5)])[0] == 0.01
     with pytest.raises(RuntimeError, match="every learning-rate candidate diverged"):
         choose_lr([trial(0.1, 0.9, stopped="loss nan")])
@@ -315,7 +318,8 @@ def test_initialise_scratch_keeps_the_architecture_and_sets_he_scale():
 # --- Q3Runs: the two recipes and the near-chance flag -------------------------------------
 
 def q3_config(tmp_path, **overrides):
-    return {"runs_dir": str(tmp_path / "runs"), "seed": 0, "val_fraction": 0.2, "smoke": True,
+    return {"runs_dir": str(tmp_path / "runs"), "data_dir": str(tmp_path / "data"), "seed": 0,
+            "val_fraction": 0.2, "smoke": True,
             "smoke_train_images": 40, "smoke_eval_images": 20, "train_images": 0, "eval_images": 0,
             "channels_last": False, "device": "cpu", "batch_size": 20, "image_size": 32,
             "momentum": 0.9, "schedule": "none", "amp": False, "force": False,

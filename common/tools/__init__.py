@@ -4,5 +4,6 @@ from their first cell.
     run      the papermill runner behind `make smoke` / `make all`
     report   executed notebook -> PDF (`make report`)
     submit   `make check` / `make zip`: the bundle checked, then zipped
-    colab    the notebooks' first cell on Colab: checkpoints kept in Google Drive
+    pack     what goes into the zip, under which names
+    colab    the notebooks' first cell: which bundle holds the notebook, and why
 """

@@ -22,6 +22,7 @@ visible warning above the first cell, so raw `$...$` never reaches a report unno
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -33,6 +34,7 @@ import nbformat
 from nbconvert import HTMLExporter, PDFExporter, WebPDFExporter
 
 from ..files import atomic_write
+from ..headline import HEADLINE_TAG
 
 RENDERERS = ("chromium", "webpdf", "latex")
 
@@ -59,8 +61,12 @@ PRINT_CSS = """
   @page { size: A4; margin: 12mm 11mm; }
   body { margin: 0; padding: 0; }
   main, .jp-Notebook { padding: 0 !important; }
+  /* Wrap at spaces; break inside a word only when it is longer than a line, so a
+     log's table never reads "st / atus". Logs are set small: most lines then fit. */
   pre, code, .jp-OutputArea-output pre, .jp-InputArea-editor pre, .highlight pre {
-    white-space: pre-wrap !important; overflow-wrap: anywhere !important; }
+    white-space: pre-wrap !important; overflow-wrap: break-word !important;
+    word-break: normal !important; }
+  .jp-OutputArea-output pre { font-size: 7.5pt !important; line-height: 1.25 !important; }
   .jp-InputArea-editor, .jp-OutputArea-output { overflow: visible !important; }
   img, svg { max-width: 100% !important; height: auto !important; }
   /* JupyterLab keeps each output whole on a page, which pushes a long training
@@ -119,13 +125,42 @@ def _exporter_options(no_input: bool) -> dict:
     return options
 
 
+def report_view(nb):
+    """The notebook as the report shows it: answers first, without run logs.
+
+    The cells tagged `headline` (the results at a glance, computed last) move up to
+    follow the title and its first paragraph (the first Markdown cell's start). The printed stream outputs (plans,
+    per-epoch lines, progress) are dropped: what the grader reads is displayed
+    (Markdown, tables, figures, LaTeX) and stays. Qn.pdf keeps everything in order."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if o.output_type != "stream"]
+    first = [c for c in nb.cells if HEADLINE_TAG in c.get("metadata", {}).get("tags", [])]
+    rest = [c for c in nb.cells if not any(c is f for f in first)]
+    title = next((i + 1 for i, c in enumerate(rest) if c.cell_type == "markdown"), 0)
+    after = []
+    if first and title:  # the title and its first paragraph, the answers, then the rest
+        heading, *paragraphs = rest[title - 1].source.split("\n\n")
+        if len(paragraphs) > 1:
+            rest[title - 1].source = heading + "\n\n" + paragraphs[0]
+            after = [nbformat.v4.new_markdown_cell("\n\n".join(paragraphs[1:]))]
+    nb.cells = rest[:title] + first + after + rest[title:]
+    return nb
+
+
+def _read(notebook, no_input: bool):
+    nb = nbformat.read(str(notebook), as_version=4)
+    return report_view(nb) if no_input else nb
+
+
 def _with_print_layout(html: str) -> str:
     return html.replace("</head>", PRINT_CSS + MATHJAX_GUARD + "</head>", 1)
 
 
 def notebook_html(notebook: str | os.PathLike, *, no_input: bool = False) -> str:
     """The notebook as one self-contained HTML page laid out for printing."""
-    nb = nbformat.read(str(notebook), as_version=4)
+    nb = _read(notebook, no_input)
     html, _ = HTMLExporter(**_exporter_options(no_input)).from_notebook_node(nb)
     return _with_print_layout(html)
 
@@ -198,7 +233,7 @@ class _PrintLayoutWebPDF(WebPDFExporter):
 def _render_webpdf(notebook: Path, no_input: bool) -> bytes:
     if importlib.util.find_spec("playwright") is None:
         raise ReportError("Playwright is not installed")
-    nb = nbformat.read(str(notebook), as_version=4)
+    nb = _read(notebook, no_input)
     options = _exporter_options(no_input)
     del options["template_name"]  # keep nbconvert's "webpdf" template, which paginates
     # Chromium's sandbox refuses to start as root, which is how Colab runs.
@@ -213,7 +248,7 @@ def _render_latex(notebook: Path, no_input: bool) -> bytes:
     missing = [tool for tool in ("xelatex", "pandoc") if shutil.which(tool) is None]
     if missing:
         raise ReportError(f"{' and '.join(missing)} not on PATH")
-    nb = nbformat.read(str(notebook), as_version=4)
+    nb = _read(notebook, no_input)
     options = dict(exclude_input=True, exclude_input_prompt=True,
                    exclude_output_prompt=True) if no_input else {}
     data, _ = PDFExporter(**options).from_notebook_node(

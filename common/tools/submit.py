@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import zipfile
@@ -35,8 +34,8 @@ from pathlib import Path
 import nbformat
 
 from ..config import ROOT
-from ..files import atomic_write
-from .report import ReportError, find_mathjax, render_reports, report_paths
+from .pack import SubmitError, pack as pack_entries, validate_id, zip_entries  # noqa: F401
+from .report import ReportError, find_mathjax, render_reports
 
 QUESTIONS = ("Q1", "Q2", "Q3")
 # The assignment's sub-questions, and those whose answers include figures
@@ -44,31 +43,12 @@ QUESTIONS = ("Q1", "Q2", "Q3")
 REQUIRED_PARTS = {"Q1": ("a", "b"), "Q2": ("a", "b", "c"), "Q3": ("a", "b", "c")}
 FIGURE_PARTS = {"Q1": (), "Q2": ("a", "b", "c"), "Q3": ("a", "b", "c")}
 
-# Bundle files a grader needs to read or re-run the code; readme.txt explains them.
-BUNDLE_FILES = ("readme.txt", "requirements.txt", "Makefile", "pytest.ini")
-BUNDLE_DIRS = ("common", "profiles", "tests")
 NEEDED = ("readme.txt", "requirements.txt", "common")
-
-# Never packed: caches, and anything that looks like data or a checkpoint
-# (those belong in data/ and runs/, which are never walked, but a stray copy
-# inside a packed folder must not leak either).
-SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".git", ".venv",
-             "data", "runs", "build"}
-# ...except a Python package that happens to be named so (common/data/): that is code.
-DATA_LIKE_DIRS = {"data", "runs", "build"}
-SKIP_SUFFIXES = {".pyc", ".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz", ".pkl",
-                 ".pickle", ".bin", ".h5", ".tar", ".gz", ".xz", ".bz2", ".zip", ".rar",
-                 ".7z", ".partial", ".tmp"}
-# Raw MNIST-style idx files and CIFAR-10's python batches, by name.
-SKIP_NAMES = re.compile(r".*-idx\d-ubyte|data_batch_\d+|test_batch|batches\.meta")
-
-STUDENT_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 PLACEHOLDER = "[FILL IN"
+# How to (re)run a question, both ways: the advice in every message that needs one.
+RERUN = ("run `make all` (or `make all NOTEBOOKS={q}/{q}.ipynb`); on Colab, open {q}/{q}.ipynb "
+         "from the bundle in My Drive and choose Runtime > Run all")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class SubmitError(RuntimeError):
-    """The bundle is not ready to submit; the message says what to do."""
 
 
 @dataclass
@@ -139,8 +119,9 @@ def summary_problems(work: Work, allow_smoke: bool = False, root: Path = ROOT) -
     if summary.get("notebook") not in (None, work.question):
         problems.append(f"{_rel(path, root)} belongs to notebook {summary.get('notebook')!r}")
     if summary.get("smoke") and not allow_smoke:
-        problems.append("this is a SMOKE run (tiny data, few epochs): run `make all` for the "
-                        "full results, or set ALLOW_SMOKE=1 to pack it anyway")
+        problems.append(f"this is a SMOKE run (tiny data, few epochs). For the full results "
+                        f"{RERUN.format(q=work.question)}, with smoke = False in the parameters "
+                        "cell; or pack it anyway with ALLOW_SMOKE=1 (make) or --allow-smoke")
     results = summary.get("results") or {}
     done = results.get("parts") or []
     missing = [p for p in REQUIRED_PARTS[work.question] if p not in done]
@@ -200,7 +181,7 @@ def check_bundle(root: Path = ROOT, *, allow_smoke: bool = False,
         work = locate(q, root)
         if work is None:
             problems.append(f"{q}: no executed notebook (build/{q}/{q}.ipynb, or {q}/{q}.ipynb "
-                            f"saved with its outputs): run `make all`")
+                            f"saved with its outputs): {RERUN.format(q=q)}")
             continue
         found[q] = work
         problems += [f"{q}: {_rel(work.notebook, root)}: {p}" for p in notebook_problems(work.notebook)]
@@ -228,93 +209,6 @@ def smoke_runs(found: dict[str, Work]) -> list[str]:
     return flagged_runs(found, "smoke")
 
 
-# --- the zip -------------------------------------------------------------------
-
-def validate_id(student_id: str) -> str:
-    if not student_id or not STUDENT_ID.fullmatch(student_id):
-        raise SubmitError(f"ID={student_id!r}: a student ID is letters and digits only, "
-                          "e.g. make zip ID=21123456D")
-    return student_id
-
-
-def _packable(path: Path) -> bool:
-    name = path.name
-    return (path.suffix.lower() not in SKIP_SUFFIXES
-            and not SKIP_NAMES.fullmatch(name)
-            and not name.startswith("."))
-
-
-def _walk(folder: Path):
-    """Files under `folder`, skipping caches, data, checkpoints and hidden files."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (
-            d not in SKIP_DIRS
-            or d in DATA_LIKE_DIRS and (Path(dirpath) / d / "__init__.py").is_file()))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if _packable(path) and path.is_file():
-                yield path
-
-
-def zip_entries(found: dict[str, Work], root: Path = ROOT, *, with_extras: bool = False,
-                smoke: tuple = (), quick: tuple = ()) -> dict[str, Path | bytes]:
-    """Archive name -> source file (or bytes). Names are relative, POSIX style."""
-    entries: dict[str, Path | bytes] = {}
-    for q, work in found.items():
-        entries[f"{q}/{q}.ipynb"] = work.notebook
-        for pdf in report_paths(work.notebook).values():
-            entries[f"{q}/{pdf.name}"] = pdf
-        if work.results_dir.is_dir():
-            for path in _walk(work.results_dir):
-                entries[f"{q}/results/{path.relative_to(work.results_dir).as_posix()}"] = path
-        if q in smoke:
-            entries[f"{q}/SMOKE_RUN.txt"] = (
-                f"{q} was packed from a smoke run (tiny data, few epochs; ALLOW_SMOKE=1).\n"
-                "Its numbers do not answer the question; `make all` produces the full run.\n"
-            ).encode()
-        if q in quick:
-            entries[f"{q}/QUICK_RUN.txt"] = (
-                f"{q} was packed from a quick run (`make quick`): class-stratified subsets and few "
-                "epochs on a CPU.\nIts numbers are real at that budget (the notebook states it) but "
-                "below the full settings; `make all` on a GPU produces the full run.\n").encode()
-    for name in BUNDLE_FILES:
-        if (root / name).is_file():
-            entries[name] = root / name
-    folders = BUNDLE_DIRS + (("extras",) if with_extras else ())
-    for folder in folders:
-        if (root / folder).is_dir():
-            for path in _walk(root / folder):
-                entries[path.relative_to(root).as_posix()] = path
-    if with_extras and (root / "build" / "extras").is_dir():
-        for path in _walk(root / "build" / "extras"):
-            entries["extras/executed/" + path.relative_to(root / "build" / "extras").as_posix()] = path
-    return entries
-
-
-def write_zip(path: Path, entries: dict[str, Path | bytes]) -> Path:
-    def write(f) -> None:
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-            for name in sorted(entries):
-                source = entries[name]
-                if isinstance(source, bytes):
-                    zf.writestr(name, source)
-                else:
-                    zf.write(source, arcname=name)
-
-    return atomic_write(path, write)
-
-
-def ensure_reports(found: dict[str, Work], *, renderer: str = "auto") -> None:
-    """Render a notebook's PDFs when they are missing or older than the notebook."""
-    for q, work in found.items():
-        stamp = work.notebook.stat().st_mtime
-        pdfs = report_paths(work.notebook).values()
-        if all(p.is_file() and p.stat().st_mtime >= stamp for p in pdfs):
-            continue
-        print(f"{q}: rendering PDFs")
-        render_reports(work.notebook, renderer=renderer)
-
-
 def build_zip(student_id: str, root: Path = ROOT, *, out_dir: Path | None = None,
               allow_smoke: bool = False, with_extras: bool = False,
               renderer: str = "auto") -> Path:
@@ -328,17 +222,10 @@ def build_zip(student_id: str, root: Path = ROOT, *, out_dir: Path | None = None
                 renderer=renderer)
 
 
-def pack(found: dict[str, Work], student_id: str, root: Path = ROOT, *,
-         out_dir: Path | None = None, with_extras: bool = False, renderer: str = "auto") -> Path:
-    """Render missing PDFs and write the zip for work that passed the checks."""
-    validate_id(student_id)
-    ensure_reports(found, renderer=renderer)
-    smoke = tuple(smoke_runs(found))
-    entries = zip_entries(found, root, with_extras=with_extras, smoke=smoke,
-                          quick=tuple(flagged_runs(found, "quick")))
-    out = (out_dir or root) / f"{student_id}.zip"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_zip(out, entries)
+def pack(found: dict[str, Work], student_id: str, root: Path = ROOT, **options) -> Path:
+    """Write the zip for work that passed the checks, smoke and quick runs labelled."""
+    return pack_entries(found, student_id, root, smoke=tuple(smoke_runs(found)),
+                        quick=tuple(flagged_runs(found, "quick")), **options)
 
 
 # --- command line ----------------------------------------------------------------
@@ -346,9 +233,10 @@ def pack(found: dict[str, Work], student_id: str, root: Path = ROOT, *,
 def _print_check(found, problems, allow_smoke, root) -> None:
     for q in found:
         print(f"{q}: {_rel(found[q].notebook, root)}")
-    for q in smoke_runs(found) if allow_smoke else ():
-        print(f"{q}: SMOKE RUN, packed because ALLOW_SMOKE=1")
-    reduced = smoke_runs(found) + flagged_runs(found, "quick")
+    smoke = smoke_runs(found)
+    for q in smoke if allow_smoke else ():
+        print(f"{q}: SMOKE RUN (tiny data: its numbers answer nothing), accepted because of "
+              "ALLOW_SMOKE=1 / --allow-smoke; the zip says so")
     for q in flagged_runs(found, "quick"):
         print(f"{q}: QUICK RUN (make quick: subsets and few epochs on a CPU); its numbers hold at "
               "that budget only, and the zip says so")
@@ -356,8 +244,12 @@ def _print_check(found, problems, allow_smoke, root) -> None:
         print(f"\nNot ready to submit ({len(problems)} problem(s)):", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
+    elif smoke:
+        print(f"check passed for a smoke run ({', '.join(smoke)} on tiny data): every notebook "
+              "ran to the end, figures and declaration are in place")
     else:
-        ran = "ran to the end" if reduced else "ran in full"
+        quick = flagged_runs(found, "quick")
+        ran = f"ran to the end ({', '.join(quick)} at the quick budget)" if quick else "ran in full"
         print(f"check passed: every notebook {ran}, figures and declaration are in place")
 
 
@@ -369,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     chk = sub.add_parser("check", help="is the bundle ready to submit?")
     zp = sub.add_parser("zip", help="check, then write <ID>.zip in the bundle root")
     zp.add_argument("--id", required=True, help="your student ID, e.g. 21123456D")
-    zp.add_argument("--with-extras", action="store_true", help="also pack extras/")
+    zp.add_argument("--with-extras", action="store_true",
+                    help="also pack the executed extras notebooks (build/extras/)")
     for p in (chk, zp):
         p.add_argument("--allow-smoke", action="store_true",
                        help="accept smoke runs (labelled as such in the zip)")
@@ -384,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             notebooks = [Path(n) for n in args.notebooks] or [
                 w.notebook for w in (locate(q, root) for q in QUESTIONS) if w is not None]
             if not notebooks:
-                raise SubmitError("no executed notebooks yet: run `make all` (or `make smoke`)")
+                raise SubmitError("no executed notebooks yet: " + RERUN.format(q="Qn"))
             mathjax = find_mathjax()
             print(f"MathJax: {mathjax.split('?')[0]}" + (
                 "" if mathjax.startswith("file:")
