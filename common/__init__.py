@@ -16,14 +16,16 @@ Data flows one way, and so do the imports: parameters -> config -> data -> model
     optim          optimisers and learning-rate schedules by name
     train          train_one_epoch, evaluate (first in the file), fit
     checkpoints    RunDir: one run's folder, atomic checkpoints, resume and reuse
+    speed          seconds per trained image of each model on this device, measured and cached
+    plan           the training ahead, its time here, its FLOPs and disk, printed before it starts
     experiments    train-or-reuse, choose on validation (one rule), run identity, test once
     recipes        Q2's runs, described from the notebook's parameters
     transfer_runs  Q3's runs: subsets, learning-rate trials, pretrained and scratch
-    plan           the training ahead and its cost, printed before it starts
     plots          figures from saved histories and predictions
     observations   text from saved histories (observations_q2, observations_q3: per question)
+    headline       each question's answers at a glance, first in its report
     show           the graded code shown in the notebooks: source listings, layer tables
     backprop, gradcheck, two_layer, latex   Q1: NumPy layers, gradient checks, derivations
-    tools/         what makes and ships the bundle: runner, PDF report, check and zip, Colab
+    tools/         what makes and ships the bundle: runner, plan, PDF report, check and zip, Colab
     extras/        helpers only the related-task notebooks use
 """

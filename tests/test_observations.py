@@ -277,3 +277,32 @@ def test_notes_say_only_what_stands_out():
     stopped = make_history([2.0], [2.1], [0.3], [0.25], stopped="non-finite loss at epoch 2.")
     assert obs.notable("Adam", stopped, epochs_planned=40).startswith(
         "**Adam**: it stopped early, after 1 of 40 epochs (non-finite loss at epoch 2)")
+
+
+def test_q3_gains_within_two_standard_errors_are_called_noise():
+    from common import observations_q3 as text
+
+    row = {"fraction": 0.1, "images": 500, "pretrained": 0.62, "scratch": 0.60,
+           "pretrained_near_chance": False, "scratch_near_chance": False,
+           "recipe_pretrained": "sgd", "recipe_scratch": "adamw"}
+    # 2 SE of a 2-point gain: 2 sqrt((0.62*0.38 + 0.6*0.4) / n) = 6.2 points on 500 images.
+    small = text.observe_fractions([row], epochs=1, test_images=500)
+    assert "+2.0 points" in small and "within the noise: two standard errors on 500 test images " \
+        "are 6.2 points" in small
+    assert "within the noise" not in text.observe_fractions([row], epochs=1, test_images=100_000)
+    assert "within the noise" not in text.observe_fractions([row], epochs=1)  # size unknown
+
+
+def test_the_transfer_trend_is_explained_only_when_transfer_helped():
+    from common import observations_q3 as text
+
+    def row(fraction, pretrained, scratch):
+        return {"fraction": fraction, "images": int(fraction * 5000), "pretrained": pretrained,
+                "scratch": scratch, "pretrained_near_chance": False, "scratch_near_chance": False,
+                "recipe_pretrained": "sgd", "recipe_scratch": "adamw"}
+
+    helped = text.observe_fractions([row(0.1, 0.70, 0.40), row(0.5, 0.80, 0.70)], epochs=1)
+    assert "benefit of transfer shrinks" in helped and "matter most when labelled data" in helped
+    hurt = text.observe_fractions([row(0.1, 0.38, 0.40), row(0.5, 0.60, 0.70)], epochs=1)
+    assert "benefit of transfer shrinks" in hurt and "matter most" not in hurt
+    assert "Transfer did not help at 10%, 50%" in hurt
