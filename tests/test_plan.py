@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -134,7 +135,7 @@ def test_a_training_step_is_timed_on_the_device():
     from common.speed import time_training_step
 
     seconds = time_training_step("alexnet", 32, 4, "cpu", steps=1)
-    assert 0 < seconds < 10
+    assert seconds > 0 and math.isfinite(seconds)  # a measurement, not a speed target
 
 
 def test_the_plan_times_each_run_and_warns_beyond_one_session(tmp_path):
