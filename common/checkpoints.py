@@ -102,8 +102,9 @@ class RunDir:
 
     clock = staticmethod(time.perf_counter)  # tests put a fake clock here
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, keep_weights: bool = True):
         self.path = Path(path)
+        self.keep_weights = keep_weights  # False: a finished run keeps its history only
         self.name = self.path.name
         # The last checkpoint write timed in this session: how long it took, when it ended.
         self.save_seconds: float | None = None
@@ -182,14 +183,14 @@ class RunDir:
         return (f"checkpoints: {when} (a write takes {self.save_seconds:.2g} s; at most "
                 f"{overhead * 100:.3g}% of training time)")
 
-    def save_final(self, state: Mapping[str, Any], keep_weights: bool = True) -> None:
+    def save_final(self, state: Mapping[str, Any]) -> None:
         """Replace last.pt by the final checkpoint of a run that is over (without the
-        model's weights unless keep_weights); delete prev.pt.
+        model's weights unless self.keep_weights); delete prev.pt.
 
         A crash between the two steps leaves a complete final last.pt and a stale
         prev.pt, which the next reuse removes."""
         final = {key: state[key] for key in FINAL_KEYS if key in state}
-        if not keep_weights:
+        if not self.keep_weights:
             final["model"] = {}
         final["final"] = True
         atomic_write(self.path / "last.pt", lambda f: torch.save(final, f), sync=True)
@@ -252,7 +253,7 @@ class RunDir:
 
     def resume(self, model: torch.nn.Module, epochs: int, log: Callable[[str], None], *,
                fresh: Callable[[], dict], snapshot: Callable[[int, dict], dict],
-               settings: Mapping[str, Any], keep_weights: bool = True, **provenance: Any) -> dict:
+               settings: Mapping[str, Any], **provenance: Any) -> dict:
         """Where the run stands, as a checkpoint dict with at least "epoch" and "history".
 
         A new run writes its settings, the history `fresh()` and the epoch-0 checkpoint
@@ -274,7 +275,7 @@ class RunDir:
         history, start = state["history"], state["epoch"]
         if history["stopped"] or start >= epochs:
             if not state.get("final") or (self.path / "prev.pt").exists():
-                self.save_final(state, keep_weights)  # a run saved before final checkpoints existed
+                self.save_final(state)  # a run saved before final checkpoints existed
             log(f"run {self.name} stopped earlier: {history['stopped']} (returning its history; "
                 "force=True trains it again)" if history["stopped"] else
                 f"run {self.name} finished earlier ({start} epochs): reusing its "
@@ -294,15 +295,14 @@ class RunDir:
                 if done > start else ""))
         return state
 
-    def stop(self, model: torch.nn.Module, log: Callable[[str], None], reason: str,
-             keep_weights: bool = True) -> dict:
+    def stop(self, model: torch.nn.Module, log: Callable[[str], None], reason: str) -> dict:
         """Record why the run stopped in its last checkpoint and history.json, and put
         the model back to that checkpoint's weights (the current ones are garbage); the
         epochs after it, if any, are dropped. Returns the history."""
         state = self.read("last.pt")
         model.load_state_dict(state["model"])
         state["history"]["stopped"] = reason
-        self.save_final(state, keep_weights)  # a stopped run is over: reused, never resumed
+        self.save_final(state)  # a stopped run is over: reused, never resumed
         self.write_history(state["history"])
         log(f"STOPPED run {self.name}: {reason} (kept as of epoch {state['epoch']}, its last "
             "checkpoint)")

@@ -11,6 +11,7 @@ are in `common.data_sources`.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -19,26 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data_sources import (NotHere, from_image_folder, from_system_idx, from_torchvision,
-                           official_files)
+from .data_sources import (DatasetInfo, NotHere, from_image_folder, from_system_idx,
+                           from_torchvision, official_files)
 from .files import atomic_write
 
 __all__ = ["DATASETS", "ImageDataset", "DatasetNotFoundError", "load_dataset",
-           "stratified_indices", "train_val_split"]
+           "stratified_indices", "subset_digest", "train_val_split"]
 
 CACHE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    classes: tuple[str, ...]
-    channels: int
-    size: int
-    mean: tuple[float, ...]  # per-channel, of the training set, in [0, 1] units
-    std: tuple[float, ...]
-    torchvision_class: str
-    folder_names: tuple[str, ...]  # image-folder copies are looked for under these
-    system_dirs: tuple[str, ...] = ()  # idx .gz files installed by an OS package
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -253,6 +242,12 @@ def stratified_indices(labels, *, fraction: float | None = None, count: int | No
                              f"the largest balanced count is {min(sizes.values()) * len(sizes)}")
     chosen = np.concatenate([orders[c][:take[c]] for c in sorted(orders)])
     return torch.from_numpy(np.sort(chosen))
+
+
+def subset_digest(indices) -> str:
+    """A short fingerprint of a set of sample indices: equal digests, same images."""
+    arr = torch.as_tensor(indices, dtype=torch.int64).sort().values.numpy()
+    return hashlib.sha256(arr.tobytes()).hexdigest()[:12]
 
 
 def train_val_split(labels, *, val_fraction: float = 0.1, seed: int = 0):

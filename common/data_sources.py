@@ -11,18 +11,30 @@ from __future__ import annotations
 import gzip
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-if TYPE_CHECKING:  # only for annotations: common.data imports this module
-    from .data import DatasetInfo
-
-__all__ = ["NotHere", "IDX_FILES", "from_torchvision", "from_image_folder",
+__all__ = ["DatasetInfo", "NotHere", "IDX_FILES", "from_torchvision", "from_image_folder",
            "from_system_idx", "official_files"]
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a reader needs to know of a dataset; common.data.DATASETS holds one each."""
+
+    classes: tuple[str, ...]
+    channels: int
+    size: int
+    mean: tuple[float, ...]  # per-channel, of the training set, in [0, 1] units
+    std: tuple[float, ...]
+    torchvision_class: str
+    folder_names: tuple[str, ...]  # image-folder copies are looked for under these
+    system_dirs: tuple[str, ...] = ()  # idx .gz files installed by an OS package
+
 
 # The four idx files of the MNIST family, as torchvision names them in raw/.
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",

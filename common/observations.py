@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = ["OVERFIT_LOSS_RISE", "LARGE_GAP", "SMALL_GAP", "UNDERFIT_TRAIN_ACCURACY",
            "STILL_IMPROVING", "SPEED_FRACTION", "pct", "points", "run_stats", "notable", "notes",
-           "within_noise", "compare_runs", "compare_optimisers"]
+           "within_noise", "noise_note", "compare_runs", "compare_optimisers"]
 
 # Overfitting: the held-out loss ends this fraction above its minimum (reached
 # before the last epoch) while the train loss kept falling.
@@ -173,23 +173,32 @@ def within_noise(a: float, b: float, images: int) -> tuple[bool, float]:
     return abs(a - b) <= two_se, two_se
 
 
+def noise_note(a: float, b: float, images: int | None, held_out: str = "test",
+               digits: int = 2) -> str:
+    """'within the noise: two standard errors of the difference on n test images are
+    x points' when accuracies a and b are within_noise; '' otherwise, or without `images`."""
+    if not images:
+        return ""
+    within, two_se = within_noise(a, b, images)
+    return (f"within the noise: two standard errors of the difference on {images:,} {held_out} "
+            f"images are {100 * two_se:.{digits}f} points" if within else "")
+
+
 def _lead(ranked: Sequence[str], ok: Mapping[str, dict], held_out: str,
           images: int | None) -> str:
     """How far the first run leads the second; within the noise, when `images` says so."""
     top, second = ranked[0], ranked[1]
-    lead = ok[top]["final_accuracy"] - ok[second]["final_accuracy"]
-    if lead <= 0:
-        level = [label for label in ranked if ok[label]["final_accuracy"] == ok[top]["final_accuracy"]]
+    a, b = ok[top]["final_accuracy"], ok[second]["final_accuracy"]
+    if a <= b:
+        level = [label for label in ranked if ok[label]["final_accuracy"] == a]
         return f"{_cap(_join(level))} end level."
+    leads = f"{top} leads {second} by {100 * (a - b):.2f} points"
     if not images:
-        return _cap(f"{top} leads {second} by {100 * lead:.2f} points.")
-    noise, two_se = within_noise(ok[top]["final_accuracy"], ok[second]["final_accuracy"], images)
-    if noise:
-        return _cap(f"{top} leads {second} by {100 * lead:.2f} points, within the noise: two "
-                    f"standard errors of the difference on {images:,} {held_out} images are "
-                    f"{100 * two_se:.2f} points, so the two are not told apart.")
-    return _cap(f"{top} leads {second} by {100 * lead:.2f} points, more than two standard errors "
-                f"({100 * two_se:.2f} points on {images:,} {held_out} images).")
+        return _cap(leads + ".")
+    if note := noise_note(a, b, images, held_out):
+        return _cap(f"{leads}, {note}, so the two are not told apart.")
+    return _cap(f"{leads}, more than two standard errors ({100 * within_noise(a, b, images)[1]:.2f} "
+                f"points on {images:,} {held_out} images).")
 
 
 def compare_runs(runs: Mapping[str, Mapping[str, Any]], *, held_out: str = "test",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 from .latex import markdown_table
-from .observations import within_noise
+from .observations import noise_note
 from .transfer import display_name, freeze_strategies
 
 __all__ = ["describe_freeze", "final_accuracy", "mean_epoch_seconds", "caveats", "budget_notice",
@@ -227,15 +227,6 @@ def _trend(rows: Sequence[Mapping], gains: Sequence[float]) -> str:
                if trend == "shrinks" and all(g > 0 for g in gains) else ""))
 
 
-def _noise(a: float, b: float, images: int | None) -> str:
-    """'; within the noise ...' or '', for two accuracies (fractions) on `images` images."""
-    if not images:
-        return ""
-    within, two_se = within_noise(a, b, images)
-    return (f"; within the noise: two standard errors on {images:,} test images are "
-            f"{100 * two_se:.1f} points" if within else "")
-
-
 def observe_fractions(rows: Sequence[Mapping], epochs: int, test_images: int | None = None) -> str:
     """Q3(a) observations. rows: fraction_rows' (final test accuracies in [0, 1]), in
     increasing fraction. A fraction where either run ended near chance is void:
@@ -254,9 +245,10 @@ def observe_fractions(rows: Sequence[Mapping], epochs: int, test_images: int | N
             continue
         gains.append(p - s)
         valid.append(r)
+        note = noise_note(r["pretrained"], r["scratch"], test_images, digits=1)
         lines.append(f"- {at}, fine-tuning reaches {p:.1f}% test accuracy against {s:.1f}% from "
                      f"scratch ({p - s:+.1f} points; test error {100 - s:.1f}% -> {100 - p:.1f}%"
-                     f"{_noise(r['pretrained'], r['scratch'], test_images)}).")
+                     + (f"; {note}" if note else "") + ").")
     if len(valid) > 1:
         lines.append(_trend(valid, gains))
         first, last = valid[0], valid[-1]
@@ -312,10 +304,11 @@ def observe_models(records: Sequence[Mapping], test_images: int | None = None) -
         ranked = sorted(valid, key=final_accuracy, reverse=True)
         top, low = ranked[0], ranked[-1]
         ratio = mean_epoch_seconds(top) / mean_epoch_seconds(low)
+        note = noise_note(final_accuracy(top), final_accuracy(low), test_images, digits=1)
         lines.append(f"- {top['label']} ends {100 * (final_accuracy(top) - final_accuracy(low)):.1f} "
                      f"points above {low['label']}, at {ratio:.2f} times its time per epoch and "
                      f"{top['total_params'] / low['total_params']:.2f} times its parameters"
-                     f"{_noise(final_accuracy(top), final_accuracy(low), test_images)}.")
+                     + (f"; {note}" if note else "") + ".")
     if len(records) > 1:  # time per epoch is measured whatever the accuracy
         fastest = min(records, key=mean_epoch_seconds)
         lines.append(f"- The cheapest per epoch is {fastest['label']}. Seconds per epoch include the "

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
+
 from .config import check, check_positive_int
+from .data import stratified_indices, train_val_split
 from .experiments import run_id
 from .models import MODEL_NAMES
 from .optim import SCHEDULES
 
 __all__ = ["MODEL_B", "OPTIMISER_LABEL", "MODEL_LABEL", "METHODS_C", "check_q2_config",
-           "q2_specs", "label_of", "budget"]
+           "q2_specs", "label_of", "budget", "q2_indices"]
 
 MODEL_B = "alexnet"  # Q2(b) names AlexNet; not a parameter
 OPTIMISER_LABEL = {"sgd": "SGD", "rmsprop": "RMSProp", "adam": "Adam"}
@@ -84,6 +87,24 @@ def budget(c: Mapping[str, Any]) -> dict[str, int]:
     if c["smoke"]:
         return {"train_images": c["smoke_train_images"], "eval_images": c["smoke_eval_images"]}
     return {"train_images": c["train_images"], "eval_images": c["eval_images"]}
+
+
+def q2_indices(train_labels, test_labels, c: Mapping[str, Any]) -> tuple:
+    """(train, split, val, test) indices: (a) and (b) train on `train` and are monitored
+    on `test`; (c) trains on `split`, the training set minus the class-stratified
+    validation split `val`, monitored on `val`. The quick and smoke budgets take
+    class-stratified subsets of the same sets, so the code path is the full one."""
+    seed, sizes = c["seed"], budget(c)
+    train = torch.arange(len(train_labels))
+    split, val = train_val_split(train_labels, val_fraction=c["val_fraction"], seed=seed)
+    test = torch.arange(len(test_labels))
+    if sizes["train_images"]:
+        train = stratified_indices(train_labels, count=sizes["train_images"], seed=seed)
+        split = stratified_indices(train_labels, count=sizes["train_images"], seed=seed, pool=split)
+    if sizes["eval_images"]:
+        val = stratified_indices(train_labels, count=sizes["eval_images"], seed=seed, pool=val)
+        test = stratified_indices(test_labels, count=sizes["eval_images"], seed=seed)
+    return train, split, val, test
 
 
 def _spec(c: Mapping[str, Any], part: str, model: str, optimizer: str = "sgd",

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from .files import read_json, write_json
 from .models import build_model
-from .train import autocast_dtype
+from .optim import make_optimizer
+from .train import autocast_dtype, train_one_epoch
 
 __all__ = ["DEFAULT_CACHE", "CPU_BATCH", "EVAL_COST", "device_label", "key",
            "time_training_step", "measured_speeds"]
@@ -57,37 +58,33 @@ def key(model: str, input_size: int, batch_size: int) -> str:
 
 def time_training_step(model: str, input_size: int, batch_size: int, device, *,
                        steps: int = 2) -> float:
-    """Seconds per image of an SGD step of `model` (random weights: speed does not
-    depend on them) at `input_size`: one warm-up step, then `steps` timed ones."""
+    """Seconds per image of fit's own training step (train_one_epoch: SGD, and the
+    precision, scaler and memory layout fit uses on `device`) for `model` at
+    `input_size`, with random weights (speed does not depend on them): one warm-up
+    step, then `steps` timed ones."""
     device = torch.device(device)
-    batch = batch_size if device.type == "cuda" else min(batch_size, CPU_BATCH)
+    cuda = device.type == "cuda"
+    batch = batch_size if cuda else min(batch_size, CPU_BATCH)
     torch.manual_seed(0)
     net = build_model(model).to(device)
-    if device.type == "cuda":  # fit's layout and precision on CUDA
+    if cuda:
         net = net.to(memory_format=torch.channels_last)
     dtype = autocast_dtype(device, amp=True)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch, 3, input_size, input_size, device=device)
-    y = torch.randint(0, 10, (batch,), device=device)
+    opt = make_optimizer("sgd", net.parameters(), lr=1e-3, momentum=0.9, fused=cuda)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    data = [(torch.randn(batch, 3, input_size, input_size, device=device),
+             torch.randint(0, 10, (batch,), device=device))]
 
-    def step():
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def synchronise():
-        if device.type == "cuda":
+    def run(n: int) -> float:
+        started = time.perf_counter()
+        train_one_epoch(net, data * n, opt, criterion=nn.CrossEntropyLoss(), scaler=scaler,
+                        device=device, dtype=dtype, channels_last=cuda)
+        if cuda:
             torch.cuda.synchronize(device)
+        return time.perf_counter() - started
 
-    step()
-    synchronise()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronise()
-    return (time.perf_counter() - started) / (steps * batch)
+    run(1)  # warm-up: allocation, cuDNN's choice of kernels
+    return run(steps) / (steps * batch)
 
 
 def measured_speeds(planned: Iterable[tuple[str, int, int]], device, *,

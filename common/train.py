@@ -167,7 +167,7 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
                         lr_multipliers=dict(lr_multipliers or {}))
     _check_fit_settings(fit_settings, eval_split, len(train_batches), checkpoint_overhead)
     settings = _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, config)
-    run = RunDir(run_dir)
+    run = RunDir(run_dir, keep_weights=keep_weights)
     run.path.mkdir(parents=True, exist_ok=True)
     if force:
         run.clear()
@@ -178,8 +178,7 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
     precision = str(parts["dtype"] or torch.float32).replace("torch.", "")
     state = run.resume(model, epochs, log, fresh=lambda: _empty_history(eval_split),
                        snapshot=lambda epoch, history: _snapshot(model, parts, epoch, history, settings),
-                       settings=settings, keep_weights=keep_weights, device=str(device),
-                       precision=precision)
+                       settings=settings, device=str(device), precision=precision)
     history, start = state["history"], state["epoch"]
     if "optimizer" in state:  # an unfinished run: the optimiser, schedule and scaler go on
         _load_training_state(parts, state)
@@ -188,8 +187,7 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
     history.setdefault("eval_split", eval_split)  # runs saved before histories named their split
     return _epoch_loop(model, train_batches, eval_batches, run, parts, history, start=start,
                        epochs=epochs, device=device, channels_last=channels_last, log=log,
-                       on_epoch_end=on_epoch_end, settings=settings, overhead=checkpoint_overhead,
-                       keep_weights=keep_weights)
+                       on_epoch_end=on_epoch_end, settings=settings, overhead=checkpoint_overhead)
 
 
 def _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, config) -> dict:
@@ -204,7 +202,7 @@ def _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, 
 
 def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, history: dict, *,
                 start: int, epochs: int, device, channels_last: bool, log, on_epoch_end,
-                settings, overhead: float | None, keep_weights: bool) -> dict:
+                settings, overhead: float | None) -> dict:
     """Epochs start+1..epochs: train, evaluate, checkpoint when due, log. Returns the history."""
     opt, scheduler, per_batch = parts["optimizer"], parts["scheduler"], parts["per_batch"]
     split, width, spent = history["eval_split"], len(str(epochs)), []
@@ -228,14 +226,14 @@ def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, hi
             return run.stop(model, log, f"non-finite loss at epoch {epoch + 1}, batch "
                          f"{int(first_bad)}/{len(train_batches)}: loss={bad_loss}. The run "
                          f"diverged; try a smaller lr (was {lr_now:.3g} with "
-                         f"{settings['fit']['optimizer']}) or check the inputs.", keep_weights)
+                         f"{settings['fit']['optimizer']}) or check the inputs.")
         if scheduler is not None and not per_batch:
             scheduler.step()
         held = evaluate(model, eval_batches, device, parts["dtype"] is not None,
                         channels_last=channels_last)
         if not math.isfinite(held["loss"]):
             return run.stop(model, log, f"non-finite {split} loss at epoch {epoch + 1}: "
-                         f"{held['loss']}. The run diverged.", keep_weights)
+                         f"{held['loss']}. The run diverged.")
         spent.append(time.perf_counter() - started)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_accuracy": correct / count,
                "eval_loss": held["loss"], "eval_accuracy": held["accuracy"], "lr": lr_now,
@@ -254,7 +252,7 @@ def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, hi
             log(run.checkpoint_plan(overhead, spent[0], epochs - epoch - 1))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
-    run.save_final(_snapshot(model, parts, epochs, history, settings), keep_weights)
+    run.save_final(_snapshot(model, parts, epochs, history, settings))
     return history
 
 

@@ -33,6 +33,7 @@ initialise_scratch re-draws a from-scratch model's weights (same architecture).
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ from torchvision.models import AlexNet, ResNet, VGG, get_model
 from .weights import TRANSFER_MODELS, imagenet_weights, load_imagenet_state, model_spec
 
 __all__ = ["TRANSFER_MODELS", "EvalBatchNorm2d", "build_transfer_model", "replace_head",
-           "transfer_model_names", "normalisation", "min_image_size", "check_image_size",
+           "transfer_model_names", "normalisation", "shared_normalisation", "min_image_size", "check_image_size",
            "display_name", "layer_groups", "freeze_strategies", "apply_freeze",
            "parameter_counts", "param_groups", "head_module", "head_lr_multipliers",
            "SCRATCH_INITS", "initialise_scratch"]
@@ -58,6 +59,15 @@ def normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     `transforms()` preset). Scratch models use the same, so both see identical inputs."""
     preset = imagenet_weights(name).transforms()
     return tuple(float(m) for m in preset.mean), tuple(float(s) for s in preset.std)
+
+
+def shared_normalisation(models: Iterable[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) every model's weights were trained with: one for all, so
+    every run sees the very same inputs."""
+    norms = {normalisation(m) for m in models}
+    if len(norms) != 1:
+        raise ValueError(f"models with different input normalisations: {norms}")
+    return norms.pop()
 
 
 def min_image_size(name: str) -> int:

@@ -16,24 +16,21 @@ from scratch each have their own recipe (Q3Runs.recipe) and lr candidates.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import torch
-
 from .batches import DeviceBatches, held_out_batch_size
-from .data import stratified_indices, train_val_split
+from .data import stratified_indices, subset_digest, train_val_split
 from .experiments import run_id, select_best, train_or_reuse
 from .plan import plan, time_left
 from .transfer import (build_transfer_model, check_image_size, display_name, head_lr_multipliers,
-                       head_module, initialise_scratch, normalisation, parameter_counts)
+                       head_module, initialise_scratch, parameter_counts, shared_normalisation)
 from .weights import fetch_weights_file, file_sha256, resolve_weights, weights_source
 
-__all__ = ["SUMMARY_KEYS", "CHANCE_MARGIN", "subset_digest", "near_chance", "train_transfer",
-           "choose_lr", "shared_normalisation", "split_pool", "Q3Runs"]
+__all__ = ["SUMMARY_KEYS", "CHANCE_MARGIN", "near_chance", "train_transfer",
+           "choose_lr", "split_pool", "Q3Runs"]
 
 # What summary.json keeps of each record.
 SUMMARY_KEYS = ("part", "model", "label", "pretrained", "fraction", "freeze", "optimizer", "lr",
@@ -44,12 +41,6 @@ SUMMARY_KEYS = ("part", "model", "label", "pretrained", "fraction", "freeze", "o
 # A run whose final accuracy is below chance plus this many points (10% + 5 for
 # CIFAR-10) learned next to nothing: it is flagged, and never compared as if it had.
 CHANCE_MARGIN = 0.05
-
-
-def subset_digest(indices) -> str:
-    """A short fingerprint of a set of sample indices: equal digests, same images."""
-    arr = torch.as_tensor(indices, dtype=torch.int64).sort().values.numpy()
-    return hashlib.sha256(arr.tobytes()).hexdigest()[:12]
 
 
 def near_chance(accuracy: float | None, num_classes: int = 10, margin: float = CHANCE_MARGIN) -> bool:
@@ -139,15 +130,6 @@ def choose_lr(records: Sequence[Mapping]) -> tuple[float, list[dict]]:
         raise RuntimeError("every learning-rate candidate diverged; add smaller values "
                            f"to the candidates (tried {[r['lr'] for r in rows]})")
     return by_lr[select_best(scores)]["lr"], rows
-
-
-def shared_normalisation(models: Iterable[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The (mean, std) every model's weights were trained with: one for all, so
-    every run sees the very same inputs."""
-    norms = {normalisation(m) for m in models}
-    if len(norms) != 1:
-        raise ValueError(f"models with different input normalisations: {norms}")
-    return norms.pop()
 
 
 def split_pool(labels, test_labels, config: Mapping[str, Any]):
@@ -295,13 +277,16 @@ class Q3Runs:
                 log=self.log, force=c["force"], **self.fit_options, **self.recipe(pretrained))
         return {**self.records[name], "fraction": fraction}
 
+    def _plan(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Print the plan of `rows`, timed on the device; keep each run's time left."""
+        totals = plan(rows, runs_dir=self.runs_dir, device=self.config["device"], log=self.log)
+        self.seconds_left = totals.get("run_seconds_left", {})
+
     def train_all(self, runs: Sequence[Mapping[str, Any]], *, part: str) -> list[dict]:
         """Print the plan of `runs` (each the keyword arguments of `train`), then
         train them in order; each record is tagged with its `part`. A run that ends
         near chance is announced at once (warn_near_chance)."""
-        totals = plan([self.planned(**run) for run in runs], runs_dir=self.runs_dir,
-                      device=self.config["device"], log=self.log)
-        self.seconds_left = totals.get("run_seconds_left", {})
+        self._plan([self.planned(**run) for run in runs])
         records = [{**self.train(**run), "part": part} for run in runs]
         self.warn_near_chance(records)
         return records
@@ -324,9 +309,7 @@ class Q3Runs:
         trials = {s: [dict(model=s[0], pretrained=s[1], freeze=s[2], fraction=fraction,
                            epochs=epochs, lr=lr, evaluate_on="validation")
                       for lr in self.candidates(s[1])] for s in dict.fromkeys(settings)}
-        self.seconds_left = plan([self.planned(**t) for ts in trials.values() for t in ts],
-                                 runs_dir=self.runs_dir, device=self.config["device"],
-                                 log=self.log).get("run_seconds_left", {})
+        self._plan([self.planned(**t) for ts in trials.values() for t in ts])
         chosen, selection = {}, []
         for (model, pretrained, freeze), ts in trials.items():
             records = [self.train(**t) for t in ts]

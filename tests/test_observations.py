@@ -287,8 +287,8 @@ def test_q3_gains_within_two_standard_errors_are_called_noise():
            "recipe_pretrained": "sgd", "recipe_scratch": "adamw"}
     # 2 SE of a 2-point gain: 2 sqrt((0.62*0.38 + 0.6*0.4) / n) = 6.2 points on 500 images.
     small = text.observe_fractions([row], epochs=1, test_images=500)
-    assert "+2.0 points" in small and "within the noise: two standard errors on 500 test images " \
-        "are 6.2 points" in small
+    assert "+2.0 points" in small and "within the noise: two standard errors of the difference " \
+        "on 500 test images are 6.2 points" in small
     assert "within the noise" not in text.observe_fractions([row], epochs=1, test_images=100_000)
     assert "within the noise" not in text.observe_fractions([row], epochs=1)  # size unknown
 

@@ -22,10 +22,10 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..config import ROOT, resolve_device
-from ..data import stratified_indices, train_val_split
+from ..data import stratified_indices
 from ..plan import (DEFAULT_FRACTION_OF_PEAK, SESSION_HOURS, format_flops, format_seconds, plan,
                     plan_cost)
-from ..recipes import budget, q2_specs
+from ..recipes import q2_indices, q2_specs
 from ..transfer_runs import split_pool
 from .run import load_profile, notebook_defaults
 
@@ -38,18 +38,10 @@ def cifar10_stand_in_labels() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def q2_rows(c: Mapping[str, Any]) -> list[dict]:
-    """Q2's runs as plan rows, sized as the notebook's data cells size them."""
+    """Q2's runs as plan rows, sized by the notebook's own q2_indices."""
     if c["smoke"]:  # as the notebook's setup cell does
         c = {**c, "epochs": min(c["epochs"], 2), "batch_size": min(c["batch_size"], 50)}
-    labels, test_labels = cifar10_stand_in_labels()
-    seed, sizes = c["seed"], budget(c)
-    train, test = len(labels), len(test_labels)
-    split_idx, val_idx = train_val_split(labels, val_fraction=c["val_fraction"], seed=seed)
-    split, val = len(split_idx), len(val_idx)
-    if sizes["train_images"]:
-        train = split = sizes["train_images"]
-    if sizes["eval_images"]:
-        val = test = sizes["eval_images"]
+    train, split, val, test = map(len, q2_indices(*cifar10_stand_in_labels(), c))
     images = {"test": (train, test), "val": (split, val), "val_cutout": (split, val)}
     specs = q2_specs(c)
     return [{"name": s["name"], "part": f"Q2 ({part})", "model": s["model"], "input_size": 32,
