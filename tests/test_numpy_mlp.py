@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from common import backprop as bp
 from common import gradcheck as gc
+from common.extras import mlp_checks
 from common.extras import numpy_mlp as nm
 from common.files import settings_digest
 from conftest import bundle_tmpdir
@@ -72,11 +73,11 @@ def test_whole_network_gradients_against_finite_differences_and_torch(activation
 
 
 def test_layer_and_network_check_tables_pass_and_would_catch_a_bug(monkeypatch):
-    rows = nm.layer_checks(seed=3) + nm.network_checks(seed=3)
+    rows = mlp_checks.layer_checks(seed=3) + mlp_checks.network_checks(seed=3)
     assert all(r["fd_error"] < gc.FD_TOLERANCE and r["autograd_error"] < gc.AUTOGRAD_TOLERANCE for r in rows)
     # A wrong tanh derivative (missing the square) must show up in both references.
     monkeypatch.setattr(bp, "tanh_backward", lambda dout, out: dout * (1.0 - out))
-    broken = [r for r in nm.network_checks(seed=3) if r["activation"] == "tanh" and r["param"] == "W1"]
+    broken = [r for r in mlp_checks.network_checks(seed=3) if r["activation"] == "tanh" and r["param"] == "W1"]
     assert broken[0]["fd_error"] > 1e-3 and broken[0]["autograd_error"] > 1e-3
 
 
