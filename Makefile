@@ -15,13 +15,21 @@ NOTEBOOKS  ?= Q1/Q1.ipynb Q2/Q2.ipynb Q3/Q3.ipynb \
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.requirements-stamp
+# The venv's Python once it exists, else the system's: for the targets that need only the
+# standard library (bundle, clean-smoke), so they work before `make venv`.
+ANY_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+# A value in single quotes for the shell, whatever it holds (spaces, brackets, quotes):
+# $(call quoted,$(SET)). make passes it whole; the Python side parses it.
+quoted = '$(subst ','\'',$(1))'
+RUN = $(PY) -m common.tools.run --kernel $(KERNEL) --data-dir $(call quoted,$(DATA_DIR)) \
+      --sets $(call quoted,$(SET))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test smoke quick all plan clean
+.PHONY: help venv test smoke quick all plan clean bundle clean-smoke
 
 help:  ## Show this help
 	@echo "COMP5541 bundle. Targets:"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables: DATA_DIR=$(DATA_DIR)  SET=\"key=value ...\"  NOTEBOOKS=\"$(NOTEBOOKS)\""
 
 # The venv is rebuilt when requirements.txt is newer than the stamp, so an
@@ -42,13 +50,13 @@ test: $(STAMP)  ## Run the test suite on the CPU (about 10 minutes)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 smoke: $(STAMP)  ## Every notebook end to end on tiny data, CPU, a few minutes
-	$(PY) -m common.tools.run --profile profiles/smoke.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+	$(RUN) --profile profiles/smoke.yaml $(NOTEBOOKS)
 
 quick: $(STAMP)  ## Every notebook on a CPU budget: real numbers in under an hour each
-	$(PY) -m common.tools.run --profile profiles/quick.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+	$(RUN) --profile profiles/quick.yaml $(NOTEBOOKS)
 
 all: $(STAMP)  ## Every notebook with the full settings (GPU recommended)
-	$(PY) -m common.tools.run --profile profiles/full.yaml --kernel $(KERNEL) --data-dir $(DATA_DIR) $(foreach s,$(SET),--set $(s)) $(NOTEBOOKS)
+	$(RUN) --profile profiles/full.yaml $(NOTEBOOKS)
 
 # PROFILE: the profile `make plan` times, e.g. PROFILE=profiles/quick.yaml; DEVICE=cpu
 # times the CPU even where a GPU is present.
@@ -56,10 +64,19 @@ PROFILE    ?= profiles/full.yaml
 DEVICE     ?= auto
 
 plan: $(STAMP)  ## Q2 and Q3's runs and their time on this device, measured; trains nothing
-	$(PY) -m common.tools.plan --profile $(PROFILE) --device $(DEVICE)
+	@$(PY) -m common.tools.run --check --profile $(call quoted,$(PROFILE))
+	$(PY) -m common.tools.plan --profile $(call quoted,$(PROFILE)) --device $(call quoted,$(DEVICE))
 
 clean:  ## Remove executed notebooks and results (build/); keeps runs/ checkpoints and data/
 	rm -rf build
+
+clean-smoke:  ## Remove smoke runs' checkpoints (runs/smoke; on Colab runs/Q2/smoke, Q3's)
+	$(ANY_PY) -m common.tools.clean
+
+# What to upload to Google Drive for Colab (readme.txt): the bundle in one comp5541/ folder,
+# without .git, .venv, build/, runs/, data/ or caches.
+bundle:  ## Write comp5541-bundle.zip, the folder to upload to Google Drive for Colab
+	$(ANY_PY) -m common.tools.bundle
 
 # --- What the grader receives: PDFs, checks, the zip (readme.txt) -----------
 # ID is the student ID the zip is named after; ALLOW_SMOKE=1 lets check and zip
@@ -78,7 +95,7 @@ check: $(STAMP)  ## Is the bundle ready to submit? Lists what is missing
 	$(PY) -m common.tools.submit check $(SMOKE_FLAG)
 
 zip: $(STAMP)  ## Check, make the PDFs, write <ID>.zip here (ID=21123456D)
-	$(PY) -m common.tools.submit zip --id "$(ID)" $(SMOKE_FLAG) $(ZIP_ARGS)
+	$(PY) -m common.tools.submit zip --id $(call quoted,$(ID)) $(SMOKE_FLAG) $(ZIP_ARGS)
 
 # --- Benchmarks: measured, on demand, never part of `make test` -------------------
 # BENCH_ARGS passes options to benchmarks/bench.py, e.g. BENCH_ARGS=--quick.

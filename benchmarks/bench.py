@@ -3,6 +3,7 @@
     python benchmarks/bench.py --data-dir data            # the full run, about an hour
     python benchmarks/bench.py --data-dir data --quick    # a reduced run while developing
     python benchmarks/bench.py --only quality --train-images 1000   # quality, smaller budget
+    python benchmarks/bench.py --only horizon   # the lr horizon sweep alone (about 1.5 h on 2 quiet cores)
 
 Every figure comes from this run: contenders take turns on the same images and
 cores (A B A B ...), medians of several repetitions are compared, and a missed
@@ -10,7 +11,8 @@ target is shown as missed. The quality section trains each Q2 network with the
 notebook's recipe and with the reference recipe (kuangliu/pytorch-cifar) at the
 quick profile's budget, once each: most of the full run's time. The table is
 printed and written to build/bench.json together with every repetition, the CPU
-and the library versions.
+and the library versions. The horizon section (benchmarks/horizon.py) sweeps the
+SGD peak rate over growing horizons: the evidence behind the full run's rates.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the bundle importable
 from benchmarks.timing import cpu_description  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("q2", "q3", "fit", "quality", "smoke")
+SECTIONS = ("q2", "q3", "fit", "quality", "smoke", "horizon")
 NOTEBOOKS = ("Q1/Q1.ipynb", "Q2/Q2.ipynb", "Q3/Q3.ipynb")  # smoke is measured once these exist
 THREADS = 2
 
@@ -231,6 +233,39 @@ def bench_quality(ds, sizes, plan, trained: dict) -> tuple[list[dict], dict]:
     return quality_rows(result, plan), result
 
 
+def bench_horizon(ds, quick: bool) -> tuple[list[dict], dict]:
+    """VGG16's first full-recipe epochs at the notebook's full peak rate (does the warm-up
+    hold?), then the lr horizon sweep (benchmarks/horizon.py). --quick: AlexNet for the
+    warm-up, two small horizons, two rates."""
+    from benchmarks import horizon
+
+    run_root = ROOT / "build" / "bench-runs" / "horizon"
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    config, _ = horizon.full_recipe()
+    warm = horizon.warmup_check(ds, lr=config["lr_sgd"], run_root=run_root, log=log,
+                                **({"epochs_shown": 1, "val_images": 500, "model": "alexnet",
+                                    "train_images": 2_000} if quick else {}))
+    kw = ({"horizons": ((1_000, 2), (2_000, 2)), "rates": (0.01, 0.1), "val_images": 500}
+          if quick else {})
+    result = horizon.sweep(ds, run_root=run_root, log=log, **kw)
+    for line in horizon.table(result):
+        print(line, flush=True)
+    result["warmup_check"] = warm
+    rows = [row(f"Horizon: best SGD peak lr, {r['horizon']} ({r['steps']} steps)",
+                f"lr {result['best'][r['horizon']]:g}", "-", "-", "-", None,
+                "validation accuracy per rate: " + ", ".join(
+                    f"{x['lr']:g}: {x['val_accuracy']:.1%}" for x in result["runs"]
+                    if x["horizon"] == r["horizon"]) + f" ({result['val_images']:,} images)")
+            for r in result["runs"] if r["lr"] == result["rates"][0]]
+    losses = ", ".join(f"{x:.3f}" for x in warm["history"].get("train_loss", []))
+    rows.append(row(f"Horizon: {warm['model']} warm-up at the full rate {warm['lr']:g}, first "
+                    f"epochs of {warm['epochs_of']}", "stable" if warm["stable"] else "UNSTABLE",
+                    "-", "-", "finite losses", warm["stable"],
+                    f"{warm['train_images']:,} train images, warm-up {warm['warmup_epochs']} "
+                    f"epoch(s); train losses per epoch: {losses}"))
+    return rows, result
+
+
 def smoke_command(data_dir: str, scratch: Path) -> list[str]:
     """`make smoke`'s own command (read with make -n, so it follows the Makefile),
     pointed at a scratch build and runs folder: a timed smoke run neither reuses
@@ -318,7 +353,7 @@ def main(argv=None) -> int:
           flush=True)
 
     ds = None
-    if set(sections) & {"q2", "q3", "fit", "quality"}:
+    if set(sections) & {"q2", "q3", "fit", "quality", "horizon"}:
         ds = load_cifar(args.data_dir)
         print(f"data: {ds!r}", flush=True)
 
@@ -336,7 +371,8 @@ def main(argv=None) -> int:
              "q3": lambda: bench_pipelines(ds, sizes, "q3"),
              "fit": lambda: bench_fit(ds, sizes, plan, trained),
              "quality": lambda: bench_quality(ds, sizes, plan, trained),
-             "smoke": lambda: bench_smoke(args.data_dir)}
+             "smoke": lambda: bench_smoke(args.data_dir),
+             "horizon": lambda: bench_horizon(ds, args.quick)}
     for name in SECTIONS:
         if name in sections and name in steps:
             t = time.perf_counter()

@@ -10,8 +10,10 @@ Two parts, with the notebooks' own settings (read from their parameters cells):
 1. Speed: every planned model at its input size, the Q2 networks (vgg16, resnet18,
    alexnet at 32 px, Q2's batch_size) and the Q3 torchvision models (tv_alexnet,
    tv_resnet18, tv_vgg16 at Q3's image_size, random weights): a few warm-up steps,
-   then timed optimiser steps and evaluation batches with mixed precision and
-   channels_last as fit uses them on CUDA. Images per second, step times, peak memory.
+   then timed optimiser steps and evaluation batches (at the notebooks' held-out
+   batch sizes: 4x Q2's, 2x Q3's on a GPU) with the precision, fused kernels and
+   channels_last fit uses on the device (common.hardware). Images per second, step
+   times, peak memory.
 2. Quality: Q2(a)'s ResNet18 recipe on the full training set with common.train.fit,
    evaluated on the test set every epoch, for as many of its 40 epochs as fit in
    --minutes. The schedule stays the 40-epoch one, so the accuracy after k epochs
@@ -47,10 +49,11 @@ from common.batches import DeviceBatches  # noqa: E402
 from common.config import seed_everything  # noqa: E402
 from common.data import load_dataset, stratified_indices  # noqa: E402
 from common.files import write_json  # noqa: E402
+from common.hardware import EVAL_BATCH_MULTIPLE, hardware_for  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.optim import make_optimizer  # noqa: E402
 from common.recipes import check_q2_config, q2_specs  # noqa: E402
-from common.train import autocast_dtype, evaluate, fit, train_one_epoch  # noqa: E402
+from common.train import evaluate, fit, train_one_epoch  # noqa: E402
 from common.transfer import normalisation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(Q2_MODELS + Q3_MODELS),
                    help="comma-separated models to time (default: all six); empty: none")
     p.add_argument("--no-train", action="store_true", help="skip the training part")
+    p.add_argument("--lrs", type=lambda v: [float(x) for x in v.split(",")], default=[],
+                   help="also train the recipe at these SGD peak rates, e.g. 0.05,0.1: the full "
+                        "schedule at each, --minutes each (the horizon question answered on "
+                        "the real run; the notebook's rate is always trained first)")
     p.add_argument("--warmup-steps", type=int, default=5)
     p.add_argument("--steps", type=int, default=20, help="timed steps per model (default 20)")
     p.add_argument("--batch-size", type=int, help="override both notebooks' batch_size")
@@ -125,6 +132,10 @@ def require_device(name: str) -> torch.device:
     return device
 
 
+def _question(model: str) -> str:
+    return "Q3" if model.startswith("tv_") else "Q2"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -141,8 +152,8 @@ def environment(device: torch.device) -> dict:
         info.update(device_name=props.name, capability=f"{props.major}.{props.minor}",
                     multiprocessors=props.multi_processor_count,
                     memory_gib=round(props.total_memory / 2**30, 1))
-    dtype = autocast_dtype(device, True)
-    info["precision"] = str(dtype).replace("torch.", "") if dtype else "float32"
+    hw = hardware_for(device)
+    info.update(hardware=hw.name, precision=hw.provenance(True, True)["precision"])
     return info
 
 
@@ -151,49 +162,54 @@ def environment(device: torch.device) -> dict:
 def time_model(name: str, ds, pool: torch.Tensor, *, device: torch.device, batch_size: int,
                image_size: int | None, warmup: int, steps: int) -> dict:
     """Warm-up then timed training steps (train_one_epoch, as fit runs them) and
-    evaluation batches (evaluate), on device-resident batches augmented and resized
-    there, so the figures include the input pipeline fit sees. Synchronised only
-    around the timed regions. `pool`: the training images to draw the batches from."""
-    cuda = device.type == "cuda"
-    dtype = autocast_dtype(device, True)
+    evaluation batches (evaluate, at the notebook's held-out batch size), on
+    device-resident batches augmented and resized there, so the figures include the
+    input pipeline fit sees. Synchronised only around the timed regions. `pool`: the
+    training images to draw the batches from. The device's choices (precision,
+    kernels, layout) are common.hardware's, with the notebooks' amp and channels_last."""
+    cuda, hw, question = device.type == "cuda", hardware_for(device), _question(name)
+    dtype, nhwc = hw.autocast_dtype(True), hw.use_channels_last(True)
+    sizes = {"train": batch_size,
+             "eval": hw.eval_batch_size(batch_size, EVAL_BATCH_MULTIPLE[question])}
     # Each question's normalisation: Q3's models take the ImageNet weights' constants.
     mean, std = normalisation(name) if name.startswith("tv_") else (ds.mean, ds.std)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     model = build_model(name).to(device)
-    if cuda:  # channels_last as fit uses it on CUDA (the notebooks' channels_last=True)
+    if nhwc:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer("sgd", model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                         weight_decay=5e-4, fused=cuda)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    idx = pool[torch.arange((warmup + steps) * batch_size) % len(pool)]  # repeats on tiny data
+                         weight_decay=5e-4, fused=hw.fused)
+    scaler = hw.grad_scaler(True)
+    idx = pool[torch.arange((warmup + steps) * max(sizes.values())) % len(pool)]  # repeats
 
-    def batches(train: bool):
+    def batches(label: str):
         return iter(DeviceBatches(ds.train_images[idx], ds.train_labels[idx],
-                                  batch_size=batch_size, device=device,
-                                  train=train, mean=mean, std=std, image_size=image_size,
-                                  channels_last=cuda, drop_last=True))
+                                  batch_size=sizes[label], device=device,
+                                  train=label == "train", mean=mean, std=std,
+                                  image_size=image_size, channels_last=nhwc, drop_last=True))
 
     def train(it, n):
         train_one_epoch(model, itertools.islice(it, n), opt, criterion=nn.CrossEntropyLoss(),
-                        scaler=scaler, device=device, dtype=dtype, channels_last=cuda)
+                        scaler=scaler, device=device, dtype=dtype, channels_last=nhwc)
 
     def infer(it, n):
-        evaluate(model, itertools.islice(it, n), device, True, channels_last=cuda)
+        evaluate(model, itertools.islice(it, n), device, True, channels_last=True)
 
-    result = {"model": name, "question": "Q3" if name.startswith("tv_") else "Q2",
+    result = {"model": name, "question": question,
               "input_size": image_size or ds.train_images.shape[-1], "batch_size": batch_size,
-              "parameters": count_parameters(model), "warmup_steps": warmup, "timed_steps": steps}
+              "eval_batch_size": sizes["eval"], "parameters": count_parameters(model),
+              "warmup_steps": warmup, "timed_steps": steps}
     for label, run in (("train", train), ("eval", infer)):
-        it = batches(train=label == "train")
+        it = batches(label)
         run(it, warmup)  # cuDNN autotuning, allocator growth, the padded-crop cache
         sync(device)
         started = time.perf_counter()
         run(it, steps)
         sync(device)
         seconds = time.perf_counter() - started
-        result[f"{label}_img_per_s"] = steps * batch_size / seconds
+        result[f"{label}_img_per_s"] = steps * sizes[label] / seconds
         result[f"{label}_step_ms"] = 1000 * seconds / steps
     result["peak_memory_gib"] = (torch.cuda.max_memory_allocated(device) / 2**30) if cuda else None
     del model, opt
@@ -215,17 +231,18 @@ def train_recipe(ds, train_idx, test_idx, q2: dict, *, device: torch.device, min
     boundary the budget allows. Fills `record` as it goes and calls save() after
     each epoch."""
     spec = next(s for s in q2_specs(q2)["a"] if s["model"] == RECIPE_MODEL)
-    cuda = device.type == "cuda"
-    channels_last = q2["channels_last"] and cuda
+    hw = hardware_for(device)
 
     def batches(images, labels, train):  # as the Q2 notebook builds them
-        return DeviceBatches(images, labels, batch_size=q2["batch_size"], device=device,
-                             train=train, mean=ds.mean, std=ds.std, channels_last=channels_last,
-                             seed=q2["seed"])
+        size = q2["batch_size"] if train else hw.eval_batch_size(q2["batch_size"],
+                                                                 EVAL_BATCH_MULTIPLE["Q2"])
+        return DeviceBatches(images, labels, batch_size=size, device=device, train=train,
+                             mean=ds.mean, std=ds.std, seed=q2["seed"],
+                             channels_last=hw.use_channels_last(q2["channels_last"]))
 
     train_b = batches(ds.train_images[train_idx], ds.train_labels[train_idx], True)
     test_b = batches(ds.test_images[test_idx], ds.test_labels[test_idx], False)
-    options = {"epochs": q2["epochs"], "amp": q2["amp"], "channels_last": channels_last,
+    options = {"epochs": q2["epochs"], "amp": q2["amp"], "channels_last": q2["channels_last"],
                **spec["fit"]}
     budget_s, epochs = 60 * minutes, q2["epochs"]
     record.update(run=spec["name"], model=RECIPE_MODEL, fit=options, schedule_epochs=epochs,
@@ -287,14 +304,15 @@ def print_summary(report: dict) -> None:
     if report["overrides"]:
         print(f"  not the notebooks' settings: {report['overrides']}")
     if report["timing"]:
-        print(f"{'model':<12} {'px':>4} {'batch':>5} {'train img/s':>11} {'eval img/s':>10} "
+        print(f"{'model':<12} {'px':>4} {'batch/eval':>10} {'train img/s':>11} {'eval img/s':>10} "
               f"{'train ms':>9} {'eval ms':>8} {'peak GiB':>8}")
     for r in report["timing"]:
         if "error" in r:
             print(f"{r['model']:<12} failed: {r['error']}")
             continue
         peak = f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "-"
-        print(f"{r['model']:<12} {r['input_size']:>4} {r['batch_size']:>5} "
+        batches = f"{r['batch_size']}/{r['eval_batch_size']}"
+        print(f"{r['model']:<12} {r['input_size']:>4} {batches:>10} "
               f"{r['train_img_per_s']:>11,.0f} {r['eval_img_per_s']:>10,.0f} "
               f"{r['train_step_ms']:>9.1f} {r['eval_step_ms']:>8.1f} {peak:>8}")
     t = report.get("training")
@@ -315,8 +333,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = require_device(args.device)  # first: without CUDA nothing else is worth doing
     started = time.perf_counter()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes, as fit sets it
+    hardware_for(device).set_backend_flags()  # as fit sets them (cudnn.benchmark on CUDA)
     q2, q3 = notebook_parameters(Q2_NOTEBOOK), notebook_parameters(Q3_NOTEBOOK)
     overrides = {k: v for k, v in {"batch_size": args.batch_size, "image_size": args.image_size,
                                    "epochs": args.epochs, "max_images": args.max_images or None,
@@ -370,6 +387,14 @@ def main(argv=None) -> int:
         report["training"] = {}
         train_recipe(ds, train_idx, test_idx, q2, device=device, minutes=args.minutes,
                      runs_dir=Path(args.runs_dir), record=report["training"], save=save)
+        report["lr_sweep"] = {}
+        for lr in [lr for lr in args.lrs if lr != q2["lr_sgd"]]:
+            print(f"Training Q2(a) {RECIPE_MODEL} at peak lr {lr:g} for up to {args.minutes:g} "
+                  "minutes ...", flush=True)
+            report["lr_sweep"][f"{lr:g}"] = {}
+            train_recipe(ds, train_idx, test_idx, {**q2, "lr_sgd": lr}, device=device,
+                         minutes=args.minutes, runs_dir=Path(args.runs_dir),
+                         record=report["lr_sweep"][f"{lr:g}"], save=save)
     save()
     print_summary(report)
     failed = [r["model"] for r in report["timing"] if "error" in r]

@@ -13,15 +13,18 @@ Data flows one way, and so do the imports: parameters -> config -> data -> model
     models         name -> network: the CIFAR nets of Q2 (and LeNet-5, an MLP for the extras)
     transfer       Q3: torchvision ImageNet nets, head replacement, layer groups, freezing
     weights        Q3: the ImageNet weights files (found, checked, fabricated for smoke runs)
+    hardware       the device's choices: precision, loss scaling, kernels, layout, eval batches
     optim          optimisers and learning-rate schedules by name
     train          train_one_epoch, evaluate (first in the file), fit
     checkpoints    RunDir: one run's folder, atomic checkpoints, resume and reuse
     speed          seconds per trained image of each model on this device, measured and cached
     plan           the training ahead, its time here, its FLOPs and disk, printed before it starts
-    experiments    train-or-reuse, choose on validation (one rule), run identity, test once
-    recipes        Q2's runs, described from the notebook's parameters
-    transfer_runs  Q3's runs: subsets, learning-rate trials, pretrained and scratch
+    experiments    Experiment, the one runner of Q2 and Q3: train-or-reuse, choose on validation, test once
+    recipes        Q2's runs, described once from the notebook's parameters (q2_specs)
+    transfer_data  Q3's images: nested subsets of the training images, validation outside them
+    transfer_runs  Q3's runs, described once (q3_specs): learning-rate trials, pretrained and scratch
     plots          figures from saved histories and predictions
+    stats          the noise rule (two standard errors) every comparison and choice uses
     observations   text from saved histories (observations_q2, observations_q3: per question)
     headline       each question's answers at a glance, first in its report
     show           the graded code shown in the notebooks: source listings, layer tables

@@ -18,6 +18,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+
+from .hardware import hardware_for
 import torch.nn.functional as F
 
 __all__ = ["DeviceBatches", "held_out_batch_size"]
@@ -202,8 +204,9 @@ class DeviceBatches:
 def held_out_batch_size(batch_size: int, device, multiple: int = 4) -> int:
     """The batch size to evaluate with. Evaluation keeps no activations for a backward
     pass, so a GPU takes `multiple` training batches at once: fewer, fuller kernel
-    launches. The CPU gains nothing and keeps the training batch size."""
-    return batch_size * multiple if torch.device(device).type == "cuda" else batch_size
+    launches. The CPU gains nothing and keeps the training batch size. The choice is
+    common.hardware's, so an emulated GPU (COMP5541_EMULATE) takes it too."""
+    return hardware_for(device).eval_batch_size(batch_size, multiple)
 
 
 def _crop_windows(padded_shape, padded_strides, h: int, w: int):

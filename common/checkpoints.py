@@ -10,8 +10,9 @@ A resumable checkpoint holds the optimiser state too (~200 MB for AlexNet, ~1 GB
 for VGG16, fsynced to Google Drive on Colab), so `RunDir.checkpoint` skips epochs
 to keep the writes within a share of the run's time (fit's checkpoint_overhead).
 history.json can therefore be a few epochs ahead of last.pt: a resume continues
-from last.pt (its own history inside) and trains those epochs again, bit for bit
-the same.
+from last.pt (its own history inside) and trains those epochs again: bit for bit
+the same on the CPU, close but not bitwise on CUDA (cuDNN's autotuning and atomic
+adds vary between runs).
 
 A checkpoint is a plain dict, as in the PyTorch examples: the state_dicts plus
 the epoch, with the RNG states, the history and the settings added, so that on
@@ -40,7 +41,8 @@ import numpy as np
 import torch
 
 from .config import ConfigError, environment_info
-from .files import atomic_write, read_json, to_jsonable, write_json
+from .files import (atomic_write, check_free_space, lock_folder, read_json, tensor_bytes,
+                    to_jsonable, unlock_folder, write_json)
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "ConfigMismatchError", "RunDir",
            "rng_state", "set_rng_state", "load_history", "run_status", "normalise_settings"]
@@ -85,11 +87,16 @@ def normalise_settings(obj: Any) -> Any:
     return json.loads(json.dumps(to_jsonable(obj)))
 
 
+# Saved as settings by earlier versions, but set by the device: how a run computes, not
+# what. A run may resume on another device, so saved runs' values are ignored.
+NOT_SETTINGS = {"fit": ("amp", "channels_last", "eval_batches")}
+
+
 def _differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     out = []
     for section in sorted(set(saved) | set(now)):
         old, new = saved.get(section, {}), now.get(section, {})
-        for key in sorted(set(old) | set(new)):
+        for key in sorted((set(old) | set(new)) - set(NOT_SETTINGS.get(section, ()))):
             a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
             if a != b:
                 out.append(f"{section}.{key}: saved {a!r}, now {b!r}")
@@ -117,8 +124,9 @@ class RunDir:
 
     def clear(self) -> None:
         """Forget the saved run (force=True): checkpoints, history and settings."""
-        for name in CHECKPOINT_FILES + ("last.pt.tmp", "history.json", "config.json"):
-            (self.path / name).unlink(missing_ok=True)
+        for path in [*(self.path / n for n in CHECKPOINT_FILES + ("history.json", "config.json")),
+                     *self.path.glob("*.tmp")]:  # and the temporaries of interrupted writes
+            path.unlink(missing_ok=True)
 
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         """Raise ConfigMismatchError naming every key where the saved run differs."""
@@ -195,6 +203,7 @@ class RunDir:
         final["final"] = True
         atomic_write(self.path / "last.pt", lambda f: torch.save(final, f), sync=True)
         (self.path / "prev.pt").unlink(missing_ok=True)
+        unlock_folder(self.path)  # the run is over: another process may reuse it
 
     def read(self, name: str = "last.pt") -> dict:
         path = self.path / name
@@ -261,14 +270,19 @@ class RunDir:
         and a diverged one can be put back to its starting weights). A saved run's
         weights are loaded into `model`: an unfinished run's whole checkpoint comes
         back, for the optimiser, schedule, scaler and RNG states; a run that is over
-        (finished or stopped) is reused as it is."""
+        (finished or stopped) is reused as it is. This process holds the folder's lock
+        until the run is over, and checks the disk space before training."""
+        lock_folder(self.path, log)
+        for path in self.path.glob("*.tmp"):  # an interrupted write's: only the holder writes
+            path.unlink(missing_ok=True)
         state = self.load_latest(log)
         if state is None:
             history = fresh()
+            self._check_space(first := snapshot(0, history), model)
             self.write_config(settings, **provenance, environment=environment_info(),
                               started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             self.write_history(history)
-            self._timed_save(snapshot(0, history))  # also the first measure of a write
+            self._timed_save(first)  # also the first measure of a write
             return {"epoch": 0, "history": history}
         if state["model"]:  # empty: a finished run kept without weights
             model.load_state_dict(state["model"])
@@ -276,6 +290,7 @@ class RunDir:
         if history["stopped"] or start >= epochs:
             if not state.get("final") or (self.path / "prev.pt").exists():
                 self.save_final(state)  # a run saved before final checkpoints existed
+            unlock_folder(self.path)
             log(f"run {self.name} stopped earlier: {history['stopped']} (returning its history; "
                 "force=True trains it again)" if history["stopped"] else
                 f"run {self.name} finished earlier ({start} epochs): reusing its "
@@ -293,7 +308,21 @@ class RunDir:
             log(f"run {self.name}: resuming after epoch {start}/{epochs}" + (
                 f", its last checkpoint (epochs {start + 1}-{done} are trained again)"
                 if done > start else ""))
+        self._check_space(state, model)
         return state
+
+    def _check_space(self, state: Mapping[str, Any], model: torch.nn.Module) -> None:
+        """Refuse to train (DiskFullError) unless the disk holds this run's checkpoints at
+        their peak: last.pt, prev.pt and a temporary file, less what is there already."""
+        opt = state.get("optimizer") or {}  # before its first step, without the buffers it
+        # makes then (momentum: one per trained weight; Adam: two)
+        slots = 0 if opt.get("state") else max([2 if "betas" in g else int(bool(g.get("momentum")))
+                                                for g in opt.get("param_groups", [])] or [0])
+        size = int(1.02 * (tensor_bytes(state) + slots * sum(  # + the pickle around them
+            p.numel() * p.element_size() for p in model.parameters() if p.requires_grad))) + 2**20
+        held = sum(p.stat().st_size for p in map(self.path.joinpath, CHECKPOINT_FILES) if p.is_file())
+        check_free_space(self.path, 3 * size - held, f"3 x {size / 1e6:.0f} MB: last.pt, prev.pt "
+                         "and the temporary file of the checkpoint being written")
 
     def stop(self, model: torch.nn.Module, log: Callable[[str], None], reason: str) -> dict:
         """Record why the run stopped in its last checkpoint and history.json, and put

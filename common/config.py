@@ -93,6 +93,29 @@ def check_choice(name: str, value: Any, choices) -> None:
 
 # --- config and summary ------------------------------------------------------
 
+# IPython's own names in a notebook's namespace; every other public constant is a parameter.
+_IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+
+
+def _is_constant(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_constant(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_constant(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def notebook_parameters(namespace: Mapping[str, Any]) -> dict:
+    """A notebook's parameters, gathered by name rather than retyped (nanoGPT's
+    `config_keys`): every public name of `namespace` (the notebook's globals()) bound
+    to a plain constant (a bool, number, string or None, or a list or dict of them),
+    in the order defined. The first cell binds only modules, functions and paths, so
+    what remains is the parameters cell with papermill's overrides applied. Call it
+    right after the parameters cell, before any cell binds a constant of its own."""
+    return {name: value for name, value in namespace.items()
+            if not name.startswith("_") and name not in _IPYTHON_NAMES and _is_constant(value)}
+
+
 def make_config(params: Mapping[str, Any], *, notebook: str) -> dict:
     """Gather a notebook's parameters into one validated dict and print it.
 

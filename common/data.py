@@ -106,8 +106,12 @@ def load_dataset(name: str, data_dir: str | Path = "data", *, download: bool = T
     """
     info = _info(name)
     data_dir = Path(data_dir).expanduser().resolve()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise NotADirectoryError(f"data_dir {data_dir} is a file, not a folder: set data_dir "
+                                 "(DATA_DIR for make) to the folder that holds the datasets")
     cache = data_dir / f"{name}.uint8.pt"
     tried: list[str] = []
+    broken: list[str] = []  # copies found but unreadable: named first if nothing works
 
     ds = _load_cache(name, cache, tried)
     if ds is not None:
@@ -129,15 +133,18 @@ def load_dataset(name: str, data_dir: str | Path = "data", *, download: bool = T
             continue
         except Exception as err:  # a broken copy or a failed download: report, try the next
             tried.append(f"{label}: {type(err).__name__}: {err}")
+            if label != "torchvision download":
+                broken.append(f"{label}: {err}")
             continue
         ds = ImageDataset(name, *result, classes=info.classes, source=label)
         _validate(ds)
         _save_cache(ds, cache)
         if verbose:
-            print(f"{name}: loaded from {label}; cached to {cache}")
+            print(f"{name}: loaded from {label}; cached to {cache}"
+                  + "".join(f"\n  (skipped a broken copy: {b})" for b in broken))
         return ds
 
-    raise DatasetNotFoundError(_not_found_message(name, data_dir, tried, download))
+    raise DatasetNotFoundError(_not_found_message(name, data_dir, tried, download, broken))
 
 
 def _load_cache(name: str, cache: Path, tried: list[str]) -> ImageDataset | None:
@@ -182,9 +189,13 @@ def _validate(ds: ImageDataset) -> None:
         raise ValueError(f"class names {ds.classes} differ from the official {info.classes}")
 
 
-def _not_found_message(name: str, data_dir: Path, tried: list[str], download: bool) -> str:
+def _not_found_message(name: str, data_dir: Path, tried: list[str], download: bool,
+                       broken: list[str]) -> str:
+    """What was tried and how to supply the data; headed by the broken copy, if one was
+    found (a corrupt file), for then the data is there and that file is the problem."""
     info = DATASETS[name]
-    lines = [f"Could not find the {name} dataset. Places tried:"]
+    lines = ([f"The {name} dataset in {data_dir} cannot be read: {broken[0]}", "Places tried:"]
+             if broken else [f"Could not find the {name} dataset. Places tried:"])
     lines += [f"  - {t}" for t in tried]
     lines += ["How to supply it:",
               f"  - online: load_dataset({name!r}, {str(data_dir)!r}) downloads it through torchvision"

@@ -9,6 +9,7 @@ copy (any other exception means a broken copy).
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +64,26 @@ def _as_nchw(images, channels: int) -> torch.Tensor:
     return x.contiguous()
 
 
+def _set_aside_if_corrupt(cls, data_dir: Path) -> None:
+    """An official archive that fails its MD5 check (a download cut short) is renamed
+    <name>.corrupt, so that a later download starts afresh, and reported as corrupt:
+    torchvision itself would try to download over it, which offline only says that
+    the network is down. Archives already unpacked and verified are not read again."""
+    from torchvision.datasets.utils import check_integrity
+
+    archive, md5 = data_dir / cls.filename, getattr(cls, "tgz_md5", None)
+    unpacked = [data_dir / getattr(cls, "base_folder", "") / name
+                for name, _ in getattr(cls, "train_list", []) + getattr(cls, "test_list", [])]
+    if not md5 or (unpacked and all(p.is_file() for p in unpacked)) \
+            or check_integrity(str(archive), md5):
+        return
+    corrupt = archive.with_name(archive.name + ".corrupt")
+    os.replace(archive, corrupt)
+    raise ValueError(f"{archive} is corrupt (its {corrupt.stat().st_size / 1e6:.1f} MB fail the MD5 "
+                     f"checksum: a download cut short?); renamed to {corrupt.name}. Online it is "
+                     "downloaded again; offline, copy a complete one there")
+
+
 def from_torchvision(info: DatasetInfo, data_dir: Path, *, download: bool):
     cls = _torchvision_class(info)
     if not download:
@@ -70,6 +91,7 @@ def from_torchvision(info: DatasetInfo, data_dir: Path, *, download: bool):
         # An official archive dropped into data_dir is verified (md5) and unpacked
         # by torchvision's own download path, which then needs no network.
         if archive and (data_dir / archive).is_file():
+            _set_aside_if_corrupt(cls, data_dir)
             download = True
     splits = []
     for train in (True, False):
@@ -130,11 +152,16 @@ def _decode_images(files: list[Path], channels: int, size: int) -> torch.Tensor:
 
     def work(start: int, stop: int) -> None:
         for i in range(start, stop):
-            with Image.open(files[i]) as img:
-                if img.size != (size, size):
-                    raise ValueError(f"{files[i]}: {img.size[0]}x{img.size[1]} pixels, "
-                                     f"expected {size}x{size}")
-                out[i] = np.asarray(img.convert(mode)).reshape(size, size, channels)
+            try:
+                with Image.open(files[i]) as img:
+                    shape, pixels = img.size, np.asarray(img.convert(mode))
+            except OSError as err:  # Pillow's errors for a truncated or foreign file
+                raise ValueError(f"{files[i]} is corrupt ({err}): replace it with a good copy, "
+                                 "or delete it") from None
+            if shape != (size, size):
+                raise ValueError(f"{files[i]}: {shape[0]}x{shape[1]} pixels, "
+                                 f"expected {size}x{size}")
+            out[i] = pixels.reshape(size, size, channels)
 
     chunk = 2048
     with ThreadPoolExecutor(max_workers=max(1, min(4, torch.get_num_threads()))) as pool:

@@ -44,9 +44,13 @@ def q2_headline(runs_a: Sequence[Mapping], runs_b: Sequence[Mapping],
         gains = {c["method"]: c["gain"] for c in sel["candidates"]}
         for method in sel["chosen"]:
             test = sel["test_accuracy"][method]
+            verdict = ("effective: beyond noise" if method in sel["effective"] else
+                       "not effective: within noise or a loss")
             rows.append(["(c)", f"{label_of(net)} + {method}",
-                         f"{points(gains[method])} on validation; test {pct(test)} against "
-                         f"the baseline's {pct(base)} ({points(test - base)})"])
+                         f"{points(gains[method])} on validation ({verdict}); test {pct(test)} "
+                         f"against the baseline's {pct(base)} ({points(test - base)})"])
+        rows.append(["(c)", f"{label_of(net)}: methods effective on validation",
+                     f"{len(sel['effective'])} of the {len(sel['chosen'])} chosen"])
     return ("**Q2 at a glance.** Final accuracy on the test set after the last epoch; for (c), "
             "the gain chosen on validation and the single test evaluation.\n\n"
             + markdown_table(["part", "setting", "result"], rows) + (f"\n\n{notice}" if notice else ""))

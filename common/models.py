@@ -11,22 +11,23 @@ lenet5 and mlp take `input_size` so they serve 28x28 Fashion-MNIST as well.
 
 A new entry is one decorated function:
 
-    @register("tv_resnet18")
-    def _tv_resnet18(num_classes, in_channels, pretrained=False): ...
+    @register("lenet5")
+    def _lenet5(num_classes, in_channels, input_size=32): ...
+
+Q3's torchvision ImageNet models (tv_alexnet, tv_resnet18, tv_vgg16) register
+themselves when common.transfer is imported, so Q2's networks never depend on
+Q3's module.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from . import transfer  # Q3's torchvision models, registered below; transfer imports no models
-
 __all__ = ["MODEL_NAMES", "build_model", "count_parameters", "list_models", "register",
-           "AlexNet", "VGG", "VGG_CFGS", "ResNet", "BasicBlock", "LeNet5", "MLP"]
+           "AlexNet", "VGG", "VGG_CFGS", "ResNet", "BasicBlock", "LeNet5", "MLP", "FlipTTA"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -323,11 +324,23 @@ def _mlp(num_classes: int, in_channels: int, input_size: int = 28,
                dropout=dropout)
 
 
-# torchvision's ImageNet models for Q3 (common/transfer.py): tv_alexnet, tv_resnet18,
-# tv_vgg16, ... They take 224x224 inputs and `pretrained=`; the tv_ prefix keeps them
-# apart from the CIFAR-sized nets above.
-for _name in transfer.TRANSFER_MODELS:
-    register(_name)(functools.partial(transfer.build_transfer_model, _name))
+# --- Q2(c): test-time augmentation -----------------------------------------------------
 
-# Register new models above this line, so the tuple includes them.
+class FlipTTA(nn.Module):
+    """Horizontal-flip test-time augmentation around a trained classifier: each image is
+    classified together with its mirror image, and the two softmax outputs averaged. It
+    returns their log, so cross-entropy and argmax read it as they read logits. Training
+    used random flips, so the mirror image is as familiar to the network as the image."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.model(x).float().softmax(1) + self.model(x.flip(-1)).float().softmax(1)
+        return (probs / 2).log()
+
+
+# Register new models above this line, so the tuple includes them (common.transfer adds
+# Q3's tv_ models to the registry, not to this tuple: Q2 chooses among these).
 MODEL_NAMES: tuple[str, ...] = tuple(list_models())

@@ -4,18 +4,20 @@ and every "better" or "worse" in the analysis follows the runs that produced it.
     display(Markdown(caveats(runs_a, smoke=smoke)))
     rows = fraction_rows(runs_a, fractions, images_of)
     display(Markdown(fractions_table(rows)))
-    display(Markdown(observe_fractions(rows, epochs_a)))
+    display(Markdown(observe_fractions(rows, steps_a, test_images=500, histories=history_a)))
 
-A record is what common.transfer_runs.train_transfer returns: the run's settings
-and its history (accuracies are fractions in [0, 1]; "eval_accuracy" is the test
-set's for the runs reported here, the validation split's for the learning-rate trials).
+A record is a Q3 run's (common.transfer_runs): its settings and history (accuracies
+in [0, 1]; "eval_accuracy" is the test set's, the validation images' for the trials).
+Observations follow common.observations' order, (i) to (iv), and its noise rule.
 """
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from .latex import markdown_table
-from .observations import noise_note
+from .observations import binomial, capitalise, comparison, judged, noise
 from .transfer import display_name, freeze_strategies
 
 __all__ = ["describe_freeze", "final_accuracy", "mean_epoch_seconds", "caveats", "budget_notice",
@@ -45,10 +47,6 @@ def final_accuracy(record: Mapping) -> float:
 def mean_epoch_seconds(record: Mapping) -> float:
     seconds = record["history"]["seconds"]
     return sum(seconds) / len(seconds) if seconds else float("nan")
-
-
-def _epochs(n: int) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _percent(value: float | None) -> str:
@@ -91,32 +89,33 @@ def _setting(r: Mapping) -> str:
     return f"{describe_freeze(r['model'], r['freeze'])}{where}, lr {r['lr']:g}"
 
 
-def budget_notice(*, smoke: bool, quick: bool, sizes: Mapping[str, int], image_size: int,
-                  epochs: Mapping[str, int], trial_steps: int) -> str:
-    """The label a smoke or quick run carries above its numbers, from the actual sizes.
-    sizes: {'pool', 'b', 'validation', 'test'} images ('b': what (b) and (c) train on);
-    epochs: {'a', 'b', 'c', 'trials'}."""
+def budget_notice(*, smoke: bool, quick: bool, config: Mapping, data, specs: Mapping) -> str:
+    """The label a smoke or quick run carries above its numbers, from the actual sizes
+    (data: common.transfer_data.Q3Data; specs: transfer_runs.q3_specs')."""
     if not (smoke or quick):
         return ""
-    what = (f"a pool of {sizes['pool']:,} training images (class-stratified; (b) and (c) train "
-            f"on {sizes['b']:,}), {sizes['validation']:,} validation and {sizes['test']:,} test "
-            f"images, {image_size} px inputs, {_epochs(epochs['a'])} per run in (a), "
-            f"{epochs['b']} in (b), {epochs['c']} in (c), learning-rate trials of "
-            f"{_epochs(epochs['trials'])} ({trial_steps:,} step{'s' * (trial_steps != 1)})")
+    c, steps = config, sorted({t["steps"] for t in specs["trials"]})
+    what = (f"{data.base_size:,} training images (class-stratified; (a) trains on "
+            + ", ".join(f"{data.images_of(f):,}" for f in c["fractions"])
+            + f", (b) and (c) on {data.images_of(c['fraction_b']):,}), "
+            f"{data.held_out_size('validation'):,} validation and {data.held_out_size('test'):,} "
+            f"test images, {c['image_size']} px inputs, {c['steps_a']:,} optimiser steps per run "
+            f"in (a), {c['epochs_b']} epochs in (b), {c['epochs_c']} in (c), learning-rate trials "
+            f"of {steps[0]:,}" + (f" to {steps[-1]:,}" if len(steps) > 1 else "") + " steps")
     if smoke:
         return (f"**Smoke run**: {what}. It checks that every cell runs; the numbers below mean "
                 "nothing about transfer learning.")
-    return (f"**Quick run**: {what}, on the CPU: a budget meant for a laptop. The "
-            "code path is the full one, so the numbers compare pretrained and scratch, models and "
-            "freezing strategies at this budget; they sit well below what the full settings (the "
-            "whole training split, 224 px, more epochs, on a GPU) reach.")
+    return (f"**Quick run**: {what}, on the CPU: a budget meant for a laptop. The code path is "
+            "the full one, so the numbers compare pretrained and scratch, models and freezing "
+            "strategies at this budget; they sit well below what the full settings (every "
+            "training image, larger inputs, more steps, on a GPU) reach.")
 
 
 # --- tables -------------------------------------------------------------------------------
 
 def lr_selection_table(selection: Sequence[Mapping]) -> str:
-    """One table per list of candidates (pretrained and scratch settings have their
-    own): a row per setting, the validation accuracy at each candidate, the chosen lr."""
+    """One table per list of candidates (pretrained and scratch settings have their own):
+    a row per setting (and share of the data), the validation accuracy at each candidate."""
     def cell(trial: Mapping) -> str:
         flag = " (diverged)" if trial["stopped"] else " (near chance)" if trial["near_chance"] else ""
         return _percent(trial["val_accuracy"]) + flag
@@ -127,10 +126,11 @@ def lr_selection_table(selection: Sequence[Mapping]) -> str:
     tables = []
     for lrs, rows in groups.items():
         table = markdown_table(
-            ["model", "trained layers", "optimiser", "steps per trial",
+            ["model", "trained layers", "data", "optimiser", "steps per trial",
              *[f"val. acc. at lr {lr:g}" for lr in lrs], "chosen lr"],
             [[display_name(r["model"], r["pretrained"]), describe_freeze(r["model"], r["freeze"]),
-              r["optimizer"], f"{r['steps']:,}", *[cell(c) for c in r["candidates"]],
+              f"{100 * r['fraction']:g}%", r["optimizer"], f"{r['steps']:,}",
+              *[cell(c) for c in r["candidates"]],
               f"{r['chosen_lr']:g}"] for r in rows])
         # With two candidates every choice is at an edge: only wider grids say so.
         edge = [r for r in rows if r["chosen_lr"] in (min(lrs), max(lrs)) and len(lrs) > 2]
@@ -212,137 +212,149 @@ def freezing_table(records: Sequence[Mapping]) -> str:
          for r in records])
 
 
-# --- observations ---------------------------------------------------------------------------
+# --- observations: (i) best, (ii) speed, (iii) generalisation, (iv) what stands out --------
 
-def _trend(rows: Sequence[Mapping], gains: Sequence[float]) -> str:
-    """How the benefit of transfer changes with the amount of data."""
-    steps = [b - a for a, b in zip(gains, gains[1:])]
-    trend = ("shrinks" if all(d < 0 for d in steps) else
-             "grows" if all(d > 0 for d in steps) else "does not change monotonically")
-    listed = ", ".join(f"{g:+.1f} at {100 * r['fraction']:g}%" for g, r in zip(gains, rows))
-    return (f"- The benefit of transfer {trend} as the amount of data grows "
-            f"({listed}, in points of test accuracy)."
-            + (" Pretrained features matter most when labelled data are scarce; with more "
-               "data the scratch model learns more of what ImageNet supplied."
-               if trend == "shrinks" and all(g > 0 for g in gains) else ""))
+def _said(diff: float, variances: Sequence[float], n: int | None) -> str:
+    """'+2.0 points, within noise (2 SE 6.2)' by common.observations' rule; without n, bare."""
+    return judged(diff, noise(diff, *variances)[1], 1) if n else f"{100 * diff:+.1f} points"
 
 
-def observe_fractions(rows: Sequence[Mapping], epochs: int, test_images: int | None = None) -> str:
-    """Q3(a) observations. rows: fraction_rows' (final test accuracies in [0, 1]), in
-    increasing fraction. A fraction where either run ended near chance is void:
-    its gain is not stated, and it takes no part in the trend or the verdicts. With
-    `test_images`, a gain within two standard errors is called noise."""
-    lines, gains, valid = [], [], []
+def _var(n: int | None, *accuracies: float) -> list[float]:
+    return [binomial(a, n) for a in accuracies] if n else []
+
+
+def _trend(rows: Sequence[Mapping], gains: Sequence[float], n: int | None) -> str:
+    """How the benefit of transfer changes from the smallest fraction to the largest; why,
+    only when it shrinks beyond noise and transfer helped beyond noise at every fraction."""
+    text = "- The gain from transfer, in points of test accuracy: " + ", ".join(
+        f"{100 * g:+.1f} at {100 * r['fraction']:g}%" for g, r in zip(gains, rows))
+    ends = _var(n, *(r[k] for r in (rows[0], rows[-1]) for k in ("pretrained", "scratch")))
+    change, helped = gains[-1] - gains[0], all(
+        g > 0 and noise(g, *_var(n, r["pretrained"], r["scratch"]))[0] for g, r in zip(gains, rows))
+    if not n or not noise(change, *ends)[0]:
+        return text + ("." if not n else ". From the smallest fraction to the largest the benefit "
+                       f"of transfer does not change beyond noise: {_said(change, ends, n)}.")
+    return (text + f". The benefit of transfer {'shrinks' if change < 0 else 'grows'} as the "
+            f"amount of data grows, smallest fraction to largest: {_said(change, ends, n)}."
+            + (" Pretrained features matter most when labelled data are scarce; with more data "
+               "the scratch model learns more of what ImageNet supplied." if change < 0 and helped
+               else ""))
+
+
+def _curves(rows: Sequence[Mapping], histories: Mapping, n: int | None) -> list[str]:
+    """Q3(a) (ii) and (iii): first-epoch accuracy and final gap, pretrained against scratch."""
+    first, gaps = [], []
     for r in rows:
-        p, s = 100 * r["pretrained"], 100 * r["scratch"]
-        at = f"With {100 * r['fraction']:g}% of the training pool ({r['images']:,} images)"
-        if _void(r):
-            sides = [n for n in ("pretrained", "scratch") if r[f"{n}_near_chance"]]
-            who = "both runs" if len(sides) == 2 else f"the {sides[0]} run"
-            lines.append(f"- **{at}, the comparison is void**: {who} ended near chance "
-                         f"(pretrained {p:.1f}%, scratch {s:.1f}%), so the difference measures a "
-                         "failed run, not transfer.")
-            continue
-        gains.append(p - s)
-        valid.append(r)
-        note = noise_note(r["pretrained"], r["scratch"], test_images, digits=1)
-        lines.append(f"- {at}, fine-tuning reaches {p:.1f}% test accuracy against {s:.1f}% from "
-                     f"scratch ({p - s:+.1f} points; test error {100 - s:.1f}% -> {100 - p:.1f}%"
-                     + (f"; {note}" if note else "") + ").")
+        hp, hs, at = histories[r["fraction"], True], histories[r["fraction"], False], \
+            f"{100 * r['fraction']:g}%"
+        a, b, ta, tb = hp["eval_accuracy"][0], hs["eval_accuracy"][0], \
+            hp["train_accuracy"][-1], hs["train_accuracy"][-1]
+        first.append(f"{_said(a - b, _var(n, a, b), n)} at {at}")
+        gp, gs = ta - r["pretrained"], tb - r["scratch"]
+        gaps.append(f"{100 * gp:+.1f} against {100 * gs:+.1f} at {at}: " + _said(gp - gs, _var(
+            n and r["images"], ta, tb) + _var(n, r["pretrained"], r["scratch"]), n))
+    return ["- After the first epoch, pretrained minus scratch test accuracy: " + "; ".join(first)
+            + ".", "- Train minus test accuracy at the end, pretrained against scratch: "
+            + "; ".join(gaps) + "."]
+
+
+def _void_line(r: Mapping) -> str:
+    sides = [side for side in ("pretrained", "scratch") if r[f"{side}_near_chance"]]
+    return (f"- **With {100 * r['fraction']:g}% of the training images ({r['images']:,} images), the "
+            f"comparison is void**: {'both runs' if len(sides) == 2 else f'the {sides[0]} run'} "
+            f"ended near chance (pretrained {100 * r['pretrained']:.1f}%, scratch "
+            f"{100 * r['scratch']:.1f}%), so the difference measures a failed run, not transfer.")
+
+
+def observe_fractions(rows: Sequence[Mapping], steps: int, test_images: int | None = None,
+                      histories: Mapping | None = None) -> str:
+    """Q3(a): (i) the gain of transfer per fraction, (ii) after the first epoch and (iii)
+    the final gaps (with `histories`, {(fraction, pretrained): history}), (iv) the trend and
+    what stands out. rows: fraction_rows', in increasing fraction; one where either run
+    ended near chance is void. With `test_images`, common.observations' noise rule."""
+    n, valid = test_images, [r for r in rows if not _void(r)]
+    lines = [_void_line(r) if _void(r) else
+             f"- With {100 * r['fraction']:g}% of the training images ({r['images']:,} images), "
+             f"fine-tuning reaches {100 * r['pretrained']:.1f}% test accuracy against "
+             f"{100 * r['scratch']:.1f}% from scratch: "
+             f"{_said(r['pretrained'] - r['scratch'], _var(n, r['pretrained'], r['scratch']), n)}."
+             for r in rows]
+    lines += _curves(valid, histories, n) if histories and valid else []
+    gains = [r["pretrained"] - r["scratch"] for r in valid]
     if len(valid) > 1:
-        lines.append(_trend(valid, gains))
-        first, last = valid[0], valid[-1]
-        p0, sn = 100 * first["pretrained"], 100 * last["scratch"]
-        verdict = "beats" if p0 > sn else "does not beat"
-        lines.append(f"- Fine-tuned on {100 * first['fraction']:g}% of the data, the pretrained model "
-                     f"{verdict} the scratch model trained on {100 * last['fraction']:g}% "
-                     f"({p0:.1f}% against {sn:.1f}%).")
-    worse = [r for r, g in zip(valid, gains) if g <= 0]
-    if worse:
-        where = ", ".join(f"{100 * r['fraction']:g}%" for r in worse)
-        lines.append(f"- Transfer did not help at {where}.")
+        a, b = valid[0], valid[-1]
+        lines += [_trend(valid, gains, n), f"- Fine-tuned on {100 * a['fraction']:g}% of the data, "
+                  f"the pretrained model reaches {100 * a['pretrained']:.1f}% against "
+                  f"{100 * b['scratch']:.1f}% for the scratch model trained on "
+                  f"{100 * b['fraction']:g}%: " + _said(a["pretrained"] - b["scratch"],
+                                                         _var(n, a["pretrained"], b["scratch"]), n)
+                  + "."]
+    beyond = [noise(g, *_var(n, r["pretrained"], r["scratch"]))[0] for g, r in zip(gains, valid)]
+    for verdict, where in [("does not help beyond noise", [not b for b in beyond]),
+                           ("hurts beyond noise", [b and g < 0 for b, g in zip(beyond, gains)])]:
+        if n and any(where):
+            lines.append(f"- Transfer {verdict} at " + ", ".join(
+                f"{100 * r['fraction']:g}%" for r, w in zip(valid, where) if w) + ".")
     if not valid:
         lines.append("- **No fraction gives a valid comparison**: nothing about transfer follows.")
-    lines.append(f"- Both settings had the same budget ({_epochs(epochs)}, same images, same "
-                 f"schedule) and each its own recipe (fine-tuning: {rows[0]['recipe_pretrained']}; "
+    lines.append(f"- At every fraction both settings had the same budget ({steps:,} optimiser "
+                 f"step{'s' * (steps != 1)}, same images, same schedule) and each its own recipe (fine-tuning: {rows[0]['recipe_pretrained']}; "
                  f"from scratch: {rows[0]['recipe_scratch']}), with its learning rate chosen on "
                  "the validation split.")
     return "\n".join(lines)
 
 
-def _flag(r: Mapping) -> str:
-    return " **(near chance: not compared)**" if r.get("near_chance") else ""
+def _seconds(records: Sequence[Mapping], said: Callable[[Mapping], str]) -> tuple[str, bool]:
+    """Seconds per epoch; is the slowest run's mean beyond noise of the quickest's? 2 SE of
+    a difference of two means, each of variance s^2/k from its k epochs' spread (k >= 2)."""
+    secs = {said(r): r["history"]["seconds"] for r in records if r["history"]["seconds"]}
+    mean = {k: float(np.mean(v)) for k, v in secs.items()}
+    if len(secs) < 2:
+        return "", False
+    quick, slow = min(mean, key=mean.get), max(mean, key=mean.get)
+    text = "Seconds per epoch, the test pass included: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in mean.items()) + "."
+    if min(len(secs[quick]), len(secs[slow])) < 2:
+        return text + " With one epoch per run, no spread judges a difference in time.", False
+    beyond, two_se = noise(mean[slow] - mean[quick], *(
+        float(np.var(secs[k], ddof=1)) / len(secs[k]) for k in (quick, slow)))
+    return (text + f" {capitalise(slow)} takes {mean[slow] / mean[quick]:.2f} times as long as {quick}, "
+            f"{'beyond' if beyond else 'within'} noise (2 SE {two_se:.1f} s)."), beyond
 
 
-def _not_compared(flagged: Sequence[Mapping], said: Callable[[Mapping], str]) -> list[str]:
-    if not flagged:
-        return []
-    return [f"- Left out of the accuracy comparisons below, as near chance: "
-            f"{'; '.join(said(r) for r in flagged)}."]
+def _ordered(records: Sequence[Mapping], said: Callable[[Mapping], str],
+             n: int | None) -> list[str]:
+    """Runs left out (near chance, no epoch), then (i) to (iii) of common.observations'
+    comparison, time per epoch in (ii); n, else the records' "eval_images", held-out size."""
+    valid = [r for r in records if not r.get("near_chance") and r["history"]["eval_accuracy"]]
+    n = n or min((r.get("eval_images") or 0 for r in valid), default=0) or None
+    parts = comparison({said(r): r["history"] for r in valid}, held_out_images=n,
+                       train_images=min((r["train_images"] for r in valid), default=None))
+    parts["speed"] = parts["speed"] + [_seconds(records, said)[0]]
+    return [f"- {said(r)}: " + (f"{100 * r['history']['eval_accuracy'][-1]:.2f}% test accuracy"
+                                if r["history"]["eval_accuracy"] else "stopped before its first "
+                                f"epoch ended ({r['history'].get('stopped')})")
+            + " **(near chance: not compared)**." for r in records if r not in valid] \
+        + [f"- {' '.join(x for x in p if x)}" for p in parts.values() if any(p)]
 
 
 def observe_models(records: Sequence[Mapping], test_images: int | None = None) -> str:
-    """Q3(b) observations: accuracy, speed and size of each fine-tuned model. Runs
-    near chance are described and flagged, never ranked."""
-    lines = []
-    for r in records:
-        acc = r["history"]["eval_accuracy"]
-        if not acc:
-            lines.append(f"- {r['label']}: stopped before its first epoch ended "
-                         f"({r['history'].get('stopped')}){_flag(r)}.")
-            continue
-        best = max(range(len(acc)), key=acc.__getitem__)
-        gap = 100 * (r["history"]["train_accuracy"][-1] - acc[-1])
-        lines.append(f"- {r['label']}: {100 * final_accuracy(r):.1f}% test accuracy after "
-                     f"{_epochs(len(acc))} (best {100 * acc[best]:.1f}% at epoch {best + 1}; "
-                     f"{100 * acc[0]:.1f}% after the first), {mean_epoch_seconds(r):.1f} s per epoch, "
-                     f"{r['total_params'] / 1e6:.1f}M parameters; train minus test accuracy at the "
-                     f"end: {gap:+.1f} points{_flag(r)}.")
-    valid = [r for r in records if not r.get("near_chance")]
-    lines += _not_compared([r for r in records if r.get("near_chance")], lambda r: r["label"])
-    if len(valid) > 1:
-        ranked = sorted(valid, key=final_accuracy, reverse=True)
-        top, low = ranked[0], ranked[-1]
-        ratio = mean_epoch_seconds(top) / mean_epoch_seconds(low)
-        note = noise_note(final_accuracy(top), final_accuracy(low), test_images, digits=1)
-        lines.append(f"- {top['label']} ends {100 * (final_accuracy(top) - final_accuracy(low)):.1f} "
-                     f"points above {low['label']}, at {ratio:.2f} times its time per epoch and "
-                     f"{top['total_params'] / low['total_params']:.2f} times its parameters"
-                     + (f"; {note}" if note else "") + ".")
-    if len(records) > 1:  # time per epoch is measured whatever the accuracy
-        fastest = min(records, key=mean_epoch_seconds)
-        lines.append(f"- The cheapest per epoch is {fastest['label']}. Seconds per epoch include the "
-                     "test pass; compute grows with the image size squared.")
-    return "\n".join(lines)
+    """Q3(b): (i) to (iii) over the fine-tuned models, with their time per epoch (noise rule
+    with `test_images`). Runs near chance are named and flagged, never ranked."""
+    return "\n".join(_ordered(records, lambda r: r["label"], test_images))
 
 
-def observe_freezing(records: Sequence[Mapping]) -> str:
-    """Q3(c) observations: what each freezing strategy trains, costs and reaches. Runs
-    near chance are described and flagged, never ranked on accuracy."""
-    def said(r: Mapping) -> str:
-        return describe_freeze(r["model"], r["freeze"])
-
-    lines = []
-    for r in records:
-        acc = r["history"]["eval_accuracy"] or [float("nan")]
-        lines.append(f"- {said(r)}: {r['trainable_params']:,} of {r['total_params']:,} parameters "
-                     f"trainable ({100 * r['trainable_params'] / r['total_params']:.3g}%), "
-                     f"{mean_epoch_seconds(r):.1f} s per epoch, {100 * acc[0]:.1f}% test accuracy "
-                     f"after epoch 1, {100 * final_accuracy(r):.1f}% after "
-                     f"{_epochs(len(r['history']['eval_accuracy']))}{_flag(r)}.")
-    if len(records) > 1:
-        quick = min(records, key=mean_epoch_seconds)
-        slow = max(records, key=mean_epoch_seconds)
-        lines.append(f"- Time per epoch: {said(quick)} is "
-                     f"{mean_epoch_seconds(slow) / mean_epoch_seconds(quick):.2f} times faster than "
-                     f"{said(slow)}: frozen layers need no backward pass and no optimiser update "
-                     "(the forward pass remains).")
-    valid = [r for r in records if not r.get("near_chance")]
-    lines += _not_compared([r for r in records if r.get("near_chance")], said)
-    if len(valid) > 1:
-        early = max(valid, key=lambda r: r["history"]["eval_accuracy"][0])
-        best = max(valid, key=final_accuracy)
-        lines.append(f"- Learning speed: after one epoch {said(early)} is ahead "
-                     f"({100 * early['history']['eval_accuracy'][0]:.1f}%); at the end "
-                     f"{said(best)} is best ({100 * final_accuracy(best):.1f}%).")
+def observe_freezing(records: Sequence[Mapping], test_images: int | None = None) -> str:
+    """Q3(c): (i) to (iii) over the freezing strategies, with their time per epoch (the
+    noise rule with `test_images`); (iv) why training fewer layers is cheaper, said only
+    when the strategy training the fewest parameters is the quickest, beyond noise."""
+    said = lambda r: describe_freeze(r["model"], r["freeze"])  # noqa: E731
+    timed = [r for r in records if r["history"]["seconds"]]
+    lines, quick = _ordered(records, said, test_images), min(timed, key=mean_epoch_seconds,
+                                                             default=None)
+    if _seconds(timed, said)[1] and quick is min(timed, key=lambda r: r["trainable_params"]):
+        lines.append(f"- {capitalise(said(quick))} trains {quick['trainable_params']:,} of "
+                     f"{quick['total_params']:,} parameters and is the quickest per epoch: frozen "
+                     "layers need no backward pass and no optimiser update (the forward pass "
+                     "remains).")
     return "\n".join(lines)

@@ -13,8 +13,9 @@ import torch
 
 from .config import ConfigError
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "SCHEDULE_OPTIONS", "make_optimizer", "make_scheduler",
-           "schedule_settings", "parameter_groups", "check_name"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "SCHEDULE_OPTIONS", "KERNEL_OPTIONS", "SkipSafeSGD",
+           "make_optimizer", "make_scheduler", "load_optimizer_state", "schedule_settings",
+           "parameter_groups", "check_name"]
 
 OPTIMIZERS = ("sgd", "rmsprop", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -76,10 +77,33 @@ class RMSpropW(torch.optim.RMSprop):
         return super().step(closure)
 
 
+class SkipSafeSGD(torch.optim.SGD):
+    """torch's SGD, whose fused kernel survives a skipped first step.
+
+    Fused SGD creates its momentum buffers with torch.empty_like on its first step
+    and fills them from the gradients. When a GradScaler skips that step (float16
+    gradients overflow while it calibrates its scale, 2**16 at first), the kernel
+    returns before writing them, and every later step reads uninitialised memory:
+    NaN weights. So a missing buffer starts at zero before each fused step. That is
+    the stock start exactly: with no dampening, buf = momentum * 0 + grad = grad,
+    what a first step stores. Done at the step, not at creation, it also covers
+    state loaded from a checkpoint taken before any step."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if group.get("fused") and group["momentum"] and not group["dampening"]:
+                for p in group["params"]:
+                    if p.grad is not None and self.state[p].get("momentum_buffer") is None:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+        return super().step(closure)
+
+
 def _fused(optimizer_class, fused: bool) -> dict:
-    """{"fused": True} where asked for and this torch's optimiser has a fused kernel
-    (CUDA only). A fused step also takes the GradScaler's inf check on the device,
-    so float16 training does not wait on the host after every step."""
+    """{"fused": True} where asked for (common.hardware: on a GPU, real or emulated)
+    and this torch's optimiser has a fused kernel. A fused step also takes the
+    GradScaler's inf check on the device, so float16 training does not wait on the
+    host after every step."""
     return {"fused": True} if fused and "fused" in inspect.signature(optimizer_class).parameters else {}
 
 
@@ -99,12 +123,31 @@ def make_optimizer(name: str, params: Iterable, *, lr: float, momentum: float = 
     if name == "sgd":
         if nesterov and momentum <= 0:
             raise ConfigError("nesterov=True needs momentum > 0; set momentum=0.9 or nesterov=False")
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
-                               weight_decay=weight_decay, **_fused(torch.optim.SGD, fused))
+        return SkipSafeSGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                           weight_decay=weight_decay, **_fused(SkipSafeSGD, fused))
     if name == "rmsprop":
         return RMSpropW(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay,
                              **_fused(torch.optim.AdamW, fused))
+
+
+# Options that choose how a step is computed (which kernel), not what it computes.
+KERNEL_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """optimizer.load_state_dict(state), keeping the live optimiser's kernel options.
+
+    torch restores every saved param-group option, kernels included, so a checkpoint
+    from the CPU (fused=None) would turn off a GPU's fused kernels, and the GradScaler
+    would then hand its scale to an unfused kernel, which refuses it. The live options
+    are put into the saved groups before loading, since torch also places the state
+    by them (a fused Adam's step counter lives on the device, an unfused one's on the CPU)."""
+    saved = state["param_groups"]
+    groups = [{**old, **{k: live[k] for k in KERNEL_OPTIONS if k in live}}
+              for old, live in zip(saved, optimizer.param_groups)]
+    # Extra saved groups stay, so torch still refuses a state of another group count.
+    optimizer.load_state_dict({**state, "param_groups": groups + saved[len(groups):]})
 
 
 def schedule_settings(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:

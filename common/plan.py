@@ -41,6 +41,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from .checkpoints import run_status
+from . import transfer  # noqa: F401  (registers the tv_ models that build_model builds)
 from .models import build_model
 from .speed import DEFAULT_CACHE, EVAL_COST, device_label, key, measured_speeds
 
@@ -266,6 +267,7 @@ def plan(runs: Iterable[Mapping[str, Any]], *, runs_dir: str | os.PathLike | Non
         if seconds is not None:
             # Each run's time still to train: its epochs not yet done.
             totals["run_seconds_left"] = {r[0]: s * r[7] / r[1] for s, r in zip(seconds, rows)}
+            totals["run_epoch_seconds"] = {r[0]: s / r[1] for s, r in zip(seconds, rows)}
             left = sum(totals["run_seconds_left"].values())
             totals["seconds_measured"], totals["seconds_left"] = sum(seconds), left
             _say_time_left(left, device_label(device), log)

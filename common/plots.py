@@ -30,7 +30,8 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = ["save_figure", "plot_history", "plot_comparison", "confusion_matrix",
            "per_class_accuracy", "plot_confusion_matrix", "plot_per_class_accuracy",
-           "plot_samples", "plot_class_counts"]
+           "plot_samples", "plot_class_counts", "check_history", "finish_figure", "as_percent",
+           "held_out_label"]
 
 DPI = 150
 
@@ -45,14 +46,14 @@ def save_figure(fig: Figure, save_to: str | os.PathLike) -> Path:
     return path
 
 
-def _finish(fig: Figure, save_to) -> Figure:
+def finish_figure(fig: Figure, save_to) -> Figure:
     plt.close(fig)  # out of pyplot's list: no duplicate display, no leak across many figures
     if save_to is not None:
         save_figure(fig, save_to)
     return fig
 
 
-def _check_history(history: Mapping[str, Any], who: str) -> None:
+def check_history(history: Mapping[str, Any], who: str) -> None:
     needed = ("epoch", "train_loss", "eval_loss", "train_accuracy", "eval_accuracy")
     missing = [k for k in needed if k not in history]
     if missing:
@@ -72,11 +73,11 @@ def _style_epoch_axes(*axes) -> None:
         ax.grid(alpha=0.3)
 
 
-def _percent(values: Sequence[float]) -> np.ndarray:
+def as_percent(values: Sequence[float]) -> np.ndarray:
     return 100 * np.asarray(values, dtype=float)
 
 
-def _split(history: Mapping[str, Any], held_out: str | None) -> str:
+def held_out_label(history: Mapping[str, Any], held_out: str | None) -> str:
     """The label of a history's held-out curves: `held_out` when given, else its split."""
     return held_out or {"validation": "val"}.get(history.get("eval_split", "test"),
                                                  history.get("eval_split", "test"))
@@ -89,15 +90,15 @@ def plot_history(history: Mapping[str, Any], *, title: str | None = None, held_o
     `held_out` overrides the label of the eval_* curves (by default the history's
     eval_split, "val" for the validation split). A run that stopped early (a non-finite loss)
     says why in red under the panels, and shows only the epochs it completed."""
-    _check_history(history, "plot_history")
-    held_out = _split(history, held_out)
+    check_history(history, "plot_history")
+    held_out = held_out_label(history, held_out)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     epochs = history["epoch"]
     ax_loss.plot(epochs, history["train_loss"], "o-", ms=3, label="train")
     ax_loss.plot(epochs, history["eval_loss"], "s-", ms=3, label=held_out)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(epochs, _percent(history["train_accuracy"]), "o-", ms=3, label="train")
-    ax_acc.plot(epochs, _percent(history["eval_accuracy"]), "s-", ms=3, label=held_out)
+    ax_acc.plot(epochs, as_percent(history["train_accuracy"]), "o-", ms=3, label="train")
+    ax_acc.plot(epochs, as_percent(history["eval_accuracy"]), "s-", ms=3, label=held_out)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if epochs:
         best = int(np.argmax(history["eval_accuracy"]))
@@ -115,7 +116,7 @@ def plot_history(history: Mapping[str, Any], *, title: str | None = None, held_o
     if history.get("stopped"):
         # Under the panels, in red: the curves end early for a reason.
         fig.supxlabel(_stopped_note(history), fontsize=10, color="tab:red")
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)
 
 
 def plot_comparison(histories: Mapping[str, Mapping[str, Any]], *, title: str | None = None,
@@ -130,17 +131,17 @@ def plot_comparison(histories: Mapping[str, Mapping[str, Any]], *, title: str | 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     colours = matplotlib.colormaps["tab10"]
     for i, (label, history) in enumerate(histories.items()):
-        _check_history(history, f"plot_comparison[{label!r}]")
+        check_history(history, f"plot_comparison[{label!r}]")
         colour = colours(i % 10)
         name = label + (" (stopped)" if history.get("stopped") else "")
-        split = _split(history, held_out)
+        split = held_out_label(history, held_out)
         epochs = history["epoch"]
         ax_loss.plot(epochs, history["eval_loss"], "-", color=colour, label=f"{name} {split}")
-        ax_acc.plot(epochs, _percent(history["eval_accuracy"]), "-", color=colour,
+        ax_acc.plot(epochs, as_percent(history["eval_accuracy"]), "-", color=colour,
                     label=f"{name} {split}")
         if show_train:
             ax_loss.plot(epochs, history["train_loss"], "--", color=colour, label=f"{name} train")
-            ax_acc.plot(epochs, _percent(history["train_accuracy"]), "--", color=colour,
+            ax_acc.plot(epochs, as_percent(history["train_accuracy"]), "--", color=colour,
                         label=f"{name} train")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
@@ -149,7 +150,7 @@ def plot_comparison(histories: Mapping[str, Mapping[str, Any]], *, title: str | 
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
@@ -198,7 +199,7 @@ def plot_confusion_matrix(labels, predictions, class_names: Sequence[str], *,
         ax.set(xlabel="predicted class", ylabel="true class", title=what)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)
 
 
 def plot_per_class_accuracy(labels, predictions, class_names: Sequence[str], *,
@@ -216,7 +217,7 @@ def plot_per_class_accuracy(labels, predictions, class_names: Sequence[str], *,
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set(ylabel="accuracy (%)", ylim=(0, 105), title=title or "accuracy per class")
     ax.legend(loc="lower right")
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)
 
 
 # --- the data ---------------------------------------------------------------------------
@@ -274,7 +275,7 @@ def plot_samples(images, labels, class_names: Sequence[str], *, per_class: int =
         axes[c, 0].set_ylabel(class_names[c], rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)
 
 
 def plot_class_counts(train_labels, test_labels, class_names: Sequence[str], *,
@@ -299,4 +300,4 @@ def plot_class_counts(train_labels, test_labels, class_names: Sequence[str], *,
     ax.set(ylabel="images", title=title or "images per class")
     ax.margins(y=0.12)
     ax.legend()
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)

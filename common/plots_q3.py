@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plots import _check_history, _finish, _percent, _split
+from .plots import check_history, finish_figure, as_percent, held_out_label
 
 __all__ = ["plot_accuracy_vs_fraction", "plot_run_costs", "plot_accuracy_vs_time"]
 
@@ -29,7 +29,7 @@ def plot_accuracy_vs_fraction(fractions: Sequence[float], accuracies: Mapping[st
                    label=f"near chance (below {100 * near_chance_below:g}%)")
     x = [100 * f for f in fractions]
     for (label, acc), marker in zip(accuracies.items(), "os^v"):
-        y = _percent(acc)
+        y = as_percent(acc)
         ax.plot(x, y, marker + "-", label=label)
         for xi, yi in zip(x, y):
             ax.annotate(f"{yi:.1f}", (xi, yi), textcoords="offset points", xytext=(0, 6),
@@ -43,7 +43,7 @@ def plot_accuracy_vs_fraction(fractions: Sequence[float], accuracies: Mapping[st
            title=title or f"{held_out} accuracy against amount of data")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)
 
 
 def plot_run_costs(runs: Sequence[Mapping[str, Any]], *, title: str | None = None,
@@ -53,10 +53,10 @@ def plot_run_costs(runs: Sequence[Mapping[str, Any]], *, title: str | None = Non
     final held-out accuracy. Each run is a mapping with "label" (or "short_label"),
     "trainable_params" and "history"."""
     for run in runs:
-        _check_history(run["history"], f"plot_run_costs[{run.get('label')!r}]")
+        check_history(run["history"], f"plot_run_costs[{run.get('label')!r}]")
     labels = [run.get("short_label", run.get("label")) for run in runs]
     histories = [run["history"] for run in runs]
-    split = _split(histories[0], None) if histories else "test"
+    split = held_out_label(histories[0], None) if histories else "test"
     panels = [("trainable parameters (M)", [r["trainable_params"] / 1e6 for r in runs], "{:.2f}"),
               ("seconds per epoch", [np.mean(h["seconds"]) if h["seconds"] else np.nan
                                      for h in histories], "{:.1f}"),
@@ -71,7 +71,7 @@ def plot_run_costs(runs: Sequence[Mapping[str, Any]], *, title: str | None = Non
         ax.grid(alpha=0.3, axis="y")
     if title:
         fig.suptitle(title, fontsize=11)
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)
 
 
 def plot_accuracy_vs_time(histories: Mapping[str, Mapping[str, Any]], *, title: str | None = None,
@@ -81,12 +81,12 @@ def plot_accuracy_vs_time(histories: Mapping[str, Mapping[str, Any]], *, title: 
     fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     split = "test"
     for label, history in histories.items():
-        _check_history(history, f"plot_accuracy_vs_time[{label!r}]")
-        split = _split(history, None)
-        ax.plot(np.cumsum(history["seconds"]), _percent(history["eval_accuracy"]), "o-", ms=3,
+        check_history(history, f"plot_accuracy_vs_time[{label!r}]")
+        split = held_out_label(history, None)
+        ax.plot(np.cumsum(history["seconds"]), as_percent(history["eval_accuracy"]), "o-", ms=3,
                 label=label)
     ax.set(xlabel="cumulative wall time (s)", ylabel=f"{split} accuracy (%)",
            title=title or f"{split} accuracy against training time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _finish(fig, save_to)
+    return finish_figure(fig, save_to)

@@ -12,14 +12,16 @@ from typing import Any, Mapping
 
 import torch
 
+from .batches import DeviceBatches
 from .config import check, check_positive_int
 from .data import stratified_indices, train_val_split
 from .experiments import run_id
-from .models import MODEL_NAMES
-from .optim import SCHEDULES
+from .models import MODEL_NAMES, FlipTTA
+from .optim import SCHEDULES, make_scheduler
 
-__all__ = ["MODEL_B", "OPTIMISER_LABEL", "MODEL_LABEL", "METHODS_C", "check_q2_config",
-           "q2_specs", "label_of", "budget", "q2_indices"]
+__all__ = ["MODEL_B", "OPTIMISER_LABEL", "MODEL_LABEL", "METHODS_C", "EVAL_ONLY_C", "METHOD_CODE",
+           "check_q2_config",
+           "check_budget", "q2_specs", "label_of", "budget", "q2_indices"]
 
 MODEL_B = "alexnet"  # Q2(b) names AlexNet; not a parameter
 OPTIMISER_LABEL = {"sgd": "SGD", "rmsprop": "RMSProp", "adam": "Adam"}
@@ -29,7 +31,7 @@ MODEL_LABEL = {"vgg16": "VGG16", "vgg13": "VGG13", "vgg11": "VGG11", "resnet18":
 # Q2(c) candidate methods: (what changes, the fit options it changes, the training data
 # it uses). Each changes exactly one thing of its network's baseline recipe, so its
 # gain can be attributed to it; they are of different kinds: the loss, the data
-# augmentation and the learning-rate schedule.
+# augmentation, the learning-rate schedule and the evaluation.
 METHODS_C: dict[str, tuple[str, dict[str, Any], str]] = {
     "label_smoothing": ("label smoothing 0.1: the training targets put 0.9 on the true class "
                         "and share 0.1 over all classes (Szegedy et al. 2016)",
@@ -41,7 +43,19 @@ METHODS_C: dict[str, tuple[str, dict[str, Any], str]] = {
                  {"schedule": "onecycle", "schedule_options": {}}, "val"),
     "step": ("step decay instead of cosine: the lr divided by 10 after each third of the epochs",
              {"schedule": "step", "schedule_options": {}}, "val"),
+    # Evaluated on the baseline's own run: no training run of its own (fit options None).
+    "flip_tta": ("test-time augmentation: each held-out image is classified with its mirror "
+                 "image and the two softmax outputs averaged (common.models.FlipTTA); the "
+                 "baseline's own weights, no training of its own (Krizhevsky et al. 2012 "
+                 "averaged ten crops and their reflections)", None, "val"),
 }
+# The candidates evaluated on their baseline's run rather than trained: the module that
+# wraps the trained model for the evaluation (Experiment.evaluate(wrap=...)).
+EVAL_ONLY_C = {"flip_tta": FlipTTA}
+# The code each method runs, shown in the notebook when it is chosen (label smoothing is
+# torch's own loss: nn.CrossEntropyLoss(label_smoothing=0.1), in train.fit).
+METHOD_CODE = {"cutout": (DeviceBatches._cut_out,), "flip_tta": (FlipTTA,),
+               "onecycle": (make_scheduler,), "step": (make_scheduler,)}
 
 
 def label_of(model: str) -> str:
@@ -50,11 +64,9 @@ def label_of(model: str) -> str:
 
 def check_q2_config(c: Mapping[str, Any]) -> None:
     """The Q2-specific parameter checks (make_config checks the shared ones)."""
-    for name in ("epochs", "batch_size", "smoke_train_images", "smoke_eval_images", "cutout_size"):
+    for name in ("epochs", "batch_size", "cutout_size"):
         check_positive_int(name, c[name])
-    for name in ("train_images", "eval_images"):
-        check(name, c[name], isinstance(c[name], int) and not isinstance(c[name], bool)
-              and c[name] >= 0, "0 (all images) or a positive number of images")
+    check_budget(c)
     check("schedule", c["schedule"], c["schedule"] in SCHEDULES, f"one of {', '.join(SCHEDULES)}")
     for name in ("lr_sgd", "lr_rmsprop", "lr_adam"):
         check(name, c[name], isinstance(c[name], (int, float)) and c[name] > 0,
@@ -81,11 +93,23 @@ def check_q2_config(c: Mapping[str, Any]) -> None:
           and 0 < c["val_fraction"] < 1, "a fraction in (0, 1), e.g. 0.1")
 
 
+def check_budget(c: Mapping[str, Any]) -> None:
+    """train_images and eval_images: 0 (all) or a count. A reduced profile (smoke, quick)
+    sets them in profiles/<name>.yaml, the one place its budget lives."""
+    for name in ("train_images", "eval_images"):
+        check(name, c[name], isinstance(c[name], int) and not isinstance(c[name], bool)
+              and c[name] >= 0, "0 (all images) or a positive number of images")
+    for flag in ("smoke", "quick"):
+        check("train_images", c["train_images"], not c.get(flag) or c["train_images"] > 0,
+              f"a positive number when {flag}=True: profiles/{flag}.yaml sets the reduced sizes "
+              f"(make {flag}); in Jupyter or Colab set train_images and eval_images as well")
+    check("quick", c.get("quick"), not (c.get("smoke") and c.get("quick")),
+          "False when smoke is True (one budget at a time)")
+
+
 def budget(c: Mapping[str, Any]) -> dict[str, int]:
-    """The images each part trains and evaluates on: 0 means all of them. Smoke runs
-    take their tiny sizes; the quick profile sets train_images and eval_images."""
-    if c["smoke"]:
-        return {"train_images": c["smoke_train_images"], "eval_images": c["smoke_eval_images"]}
+    """The images each part trains and evaluates on (0: all of them), as the profile or
+    the parameters cell set them."""
     return {"train_images": c["train_images"], "eval_images": c["eval_images"]}
 
 
@@ -136,8 +160,9 @@ def _spec(c: Mapping[str, Any], part: str, model: str, optimizer: str = "sgd",
 
 def q2_specs(c: Mapping[str, Any]) -> dict[str, list[dict]]:
     """Every run of Q2, by part, from the validated config. (c) has, for each network of
-    models_c, its baseline and each candidate method."""
+    models_c, its baseline and each candidate method that trains (EVAL_ONLY_C are
+    evaluated on the baseline's run)."""
     return {"a": [_spec(c, "a", m) for m in c["models_a"]],
             "b": [_spec(c, "b", MODEL_B, opt) for opt in ("sgd", "rmsprop", "adam")],
             "c": [_spec(c, "c", m, "sgd", method) for m in c["models_c"]
-                  for method in ["baseline", *c["methods_c"]]]}
+                  for method in ["baseline", *c["methods_c"]] if method not in EVAL_ONLY_C]}

@@ -28,28 +28,34 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from .config import ROOT, in_colab
 from .files import read_json, write_json
+from .hardware import hardware_for
+from . import transfer  # noqa: F401  (registers the tv_ models that build_model builds)
 from .models import build_model
 from .optim import make_optimizer
-from .train import autocast_dtype, train_one_epoch
+from .train import train_one_epoch
 
 __all__ = ["DEFAULT_CACHE", "CPU_BATCH", "EVAL_COST", "device_label", "key",
            "time_training_step", "measured_speeds"]
 
-DEFAULT_CACHE = Path(os.environ.get("COMP5541_CACHE", Path.home() / ".cache" / "comp5541")) \
-    / "speeds.json"
+# On Colab, in the bundle's runs/ in Drive: the home folder does not outlive a disconnect.
+DEFAULT_CACHE = Path(os.environ.get("COMP5541_CACHE") or (
+    ROOT / "runs" if in_colab() else Path.home() / ".cache" / "comp5541")) / "speeds.json"
 CPU_BATCH = 32
 EVAL_COST = 1 / 3
 
 
 def device_label(device) -> str:
-    """What the measurements are cached under: the device and the torch build."""
+    """What the measurements are cached under: the device (and the GPU it emulates,
+    if any: common.hardware) and the torch build."""
     device = torch.device(device)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         name = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
-    return f"{name}, torch {torch.__version__}"
+    emulating = hardware_for(device).emulating
+    return f"{name}{f' emulating {emulating}' if emulating else ''}, torch {torch.__version__}"
 
 
 def key(model: str, input_size: int, batch_size: int) -> str:
@@ -59,26 +65,29 @@ def key(model: str, input_size: int, batch_size: int) -> str:
 def time_training_step(model: str, input_size: int, batch_size: int, device, *,
                        steps: int = 2) -> float:
     """Seconds per image of fit's own training step (train_one_epoch: SGD, and the
-    precision, scaler and memory layout fit uses on `device`) for `model` at
-    `input_size`, with random weights (speed does not depend on them): one warm-up
-    step, then `steps` timed ones."""
+    precision, scaler, kernels, memory layout and cuDNN settings fit uses on
+    `device`: common.hardware, with the notebooks' amp and channels_last) for `model`
+    at `input_size`, with random weights (speed does not depend on them): one
+    warm-up step, then `steps` timed ones."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     batch = batch_size if cuda else min(batch_size, CPU_BATCH)
+    hw = hardware_for(device)
+    hw.set_backend_flags()  # as fit does: the timed steps run the kernels cuDNN's tuning picks
+    nhwc, dtype = hw.use_channels_last(True), hw.autocast_dtype(True)
     torch.manual_seed(0)
     net = build_model(model).to(device)
-    if cuda:
+    if nhwc:
         net = net.to(memory_format=torch.channels_last)
-    dtype = autocast_dtype(device, amp=True)
-    opt = make_optimizer("sgd", net.parameters(), lr=1e-3, momentum=0.9, fused=cuda)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    opt = make_optimizer("sgd", net.parameters(), lr=1e-3, momentum=0.9, fused=hw.fused)
+    scaler = hw.grad_scaler(True)
     data = [(torch.randn(batch, 3, input_size, input_size, device=device),
              torch.randint(0, 10, (batch,), device=device))]
 
     def run(n: int) -> float:
         started = time.perf_counter()
         train_one_epoch(net, data * n, opt, criterion=nn.CrossEntropyLoss(), scaler=scaler,
-                        device=device, dtype=dtype, channels_last=cuda)
+                        device=device, dtype=dtype, channels_last=nhwc)
         if cuda:
             torch.cuda.synchronize(device)
         return time.perf_counter() - started

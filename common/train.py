@@ -22,7 +22,11 @@ weights of the last of them, and the stop is returned, not raised.
 Calling `fit` again with the same settings continues an unfinished run from its
 last checkpoint (see `checkpoint_overhead`), or reuses a finished one (weights
 loaded, history returned, nothing trained) unless `force=True`. Different settings
-are an error naming the keys, never a silent mix of two runs.
+are an error naming the keys, never a silent mix of two runs. The device's choices
+(common.hardware: precision, kernels, layout) are provenance, not settings: a run
+started on the CPU resumes on a GPU. A resumed run ends bit for bit where an
+uninterrupted one would on the CPU (an emulated GPU included); on CUDA, cuDNN's
+autotuning and atomic adds make it close, not bitwise.
 """
 from __future__ import annotations
 
@@ -41,9 +45,10 @@ import torch.nn.functional as F
 from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, ConfigMismatchError, RunDir,
                           load_history, normalise_settings, rng_state, run_status, set_rng_state)
 from .config import check, check_fraction, check_positive_int
+from .hardware import hardware_for
 from .models import count_parameters
-from .optim import (OPTIMIZERS, SCHEDULE_OPTIONS, SCHEDULES, check_name, make_optimizer,
-                    make_scheduler, parameter_groups, schedule_settings)
+from .optim import (OPTIMIZERS, SCHEDULE_OPTIONS, SCHEDULES, check_name, load_optimizer_state,
+                    make_optimizer, make_scheduler, parameter_groups, schedule_settings)
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "SCHEDULE_OPTIONS", "HISTORY_KEYS", "EVAL_SPLITS",
            "CheckpointError", "ConfigMismatchError", "train_one_epoch", "evaluate", "fit",
@@ -99,9 +104,11 @@ def evaluate(model: nn.Module, batches: Iterable, device, amp: bool = True, *,
     """Mean cross-entropy and accuracy (a fraction) of `model` over all `batches`, in
     eval mode. With `predictions=True` also the predicted and true labels (int64 CPU
     tensors, in batch order) for a confusion matrix. The loss is plain cross-entropy
-    even when training uses label smoothing, so held-out losses stay comparable."""
+    even when training uses label smoothing, so held-out losses stay comparable.
+    `amp` and `channels_last` are wishes, as in fit: the device decides (common.hardware)."""
     device = torch.device(device)
-    dtype = autocast_dtype(device, amp)
+    hw = hardware_for(device)
+    dtype, channels_last = hw.autocast_dtype(amp), hw.use_channels_last(channels_last)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -151,6 +158,8 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
         tuned by `schedule_options` (see SCHEDULE_OPTIONS / make_scheduler).
     lr_multipliers: {module name prefix: factor on lr}, e.g. {"fc": 10} for a new head
         (see common.optim.parameter_groups); the schedule scales every group alike.
+    amp, channels_last: mixed precision and NHWC where the hardware gains from them
+        (common.hardware: on a GPU); how the run computes, so not settings of the run.
     config: the caller's description of the run (model name, data, seed, ...). It is
         compared, with the training settings, with the saved run's, so put in it what
         defines the run, not paths or the device (a run may resume on another machine).
@@ -163,8 +172,7 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
     fit_settings = dict(epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum,
                         nesterov=nesterov, weight_decay=weight_decay, schedule=schedule,
                         schedule_options=schedule_settings(schedule, schedule_options),
-                        label_smoothing=label_smoothing, amp=amp, channels_last=channels_last,
-                        lr_multipliers=dict(lr_multipliers or {}))
+                        label_smoothing=label_smoothing, lr_multipliers=dict(lr_multipliers or {}))
     _check_fit_settings(fit_settings, eval_split, len(train_batches), checkpoint_overhead)
     settings = _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, config)
     run = RunDir(run_dir, keep_weights=keep_weights)
@@ -174,11 +182,12 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
     run.check_settings(settings)
 
     device = torch.device(device)
-    parts = _training_parts(model, fit_settings, device, len(train_batches))
-    precision = str(parts["dtype"] or torch.float32).replace("torch.", "")
+    parts = _training_parts(model, fit_settings, device, len(train_batches), amp=amp,
+                            channels_last=channels_last)
     state = run.resume(model, epochs, log, fresh=lambda: _empty_history(eval_split),
                        snapshot=lambda epoch, history: _snapshot(model, parts, epoch, history, settings),
-                       settings=settings, device=str(device), precision=precision)
+                       settings=settings, device=str(device), eval_batches=len(eval_batches),
+                       **parts["hardware"].provenance(amp, channels_last))  # how, not what
     history, start = state["history"], state["epoch"]
     if "optimizer" in state:  # an unfinished run: the optimiser, schedule and scaler go on
         _load_training_state(parts, state)
@@ -186,8 +195,8 @@ def fit(model: nn.Module, train_batches, eval_batches, *, run_dir: str | os.Path
         return history
     history.setdefault("eval_split", eval_split)  # runs saved before histories named their split
     return _epoch_loop(model, train_batches, eval_batches, run, parts, history, start=start,
-                       epochs=epochs, device=device, channels_last=channels_last, log=log,
-                       on_epoch_end=on_epoch_end, settings=settings, overhead=checkpoint_overhead)
+                       epochs=epochs, device=device, log=log, on_epoch_end=on_epoch_end,
+                       settings=settings, overhead=checkpoint_overhead)
 
 
 def _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, config) -> dict:
@@ -196,15 +205,15 @@ def _run_settings(model, fit_settings, eval_split, train_batches, eval_batches, 
         "model_class": type(model).__name__, "parameters": count_parameters(model),
         **fit_settings, "eval_split": eval_split, "train_batches": len(train_batches),
         "train_samples": getattr(train_batches, "num_samples", None),
-        "eval_batches": len(eval_batches),
         "eval_samples": getattr(eval_batches, "num_samples", None)}, "config": dict(config or {})})
 
 
 def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, history: dict, *,
-                start: int, epochs: int, device, channels_last: bool, log, on_epoch_end,
+                start: int, epochs: int, device, log, on_epoch_end,
                 settings, overhead: float | None) -> dict:
     """Epochs start+1..epochs: train, evaluate, checkpoint when due, log. Returns the history."""
     opt, scheduler, per_batch = parts["optimizer"], parts["scheduler"], parts["per_batch"]
+    channels_last = parts["channels_last"]  # what the hardware makes of fit's wish
     split, width, spent = history["eval_split"], len(str(epochs)), []
     for epoch in range(start, epochs):
         for batches in (train_batches, eval_batches):
@@ -229,7 +238,7 @@ def _epoch_loop(model, train_batches, eval_batches, run: RunDir, parts: dict, hi
                          f"{settings['fit']['optimizer']}) or check the inputs.")
         if scheduler is not None and not per_batch:
             scheduler.step()
-        held = evaluate(model, eval_batches, device, parts["dtype"] is not None,
+        held = evaluate(model, eval_batches, device, parts["amp"],
                         channels_last=channels_last)
         if not math.isfinite(held["loss"]):
             return run.stop(model, log, f"non-finite {split} loss at epoch {epoch + 1}: "
@@ -275,33 +284,37 @@ def _check_fit_settings(s: Mapping[str, Any], eval_split: str, steps_per_epoch: 
 
 
 def _training_parts(model: nn.Module, s: Mapping[str, Any], device: torch.device,
-                    steps_per_epoch: int) -> dict[str, Any]:
+                    steps_per_epoch: int, *, amp: bool, channels_last: bool) -> dict[str, Any]:
     """Put the model on the device; the optimiser, schedule, loss and mixed-precision
-    objects of a run."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    objects of a run, with the device's choices (common.hardware) where `amp` and
+    `channels_last` ask for them."""
+    hw = hardware_for(device)
+    hw.set_backend_flags()
     model.to(device)
-    if s["channels_last"]:
+    channels_last = hw.use_channels_last(channels_last)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    dtype = autocast_dtype(device, s["amp"])
     groups = parameter_groups(model, s["lr"], s["lr_multipliers"])
     opt = make_optimizer(s["optimizer"], groups, lr=s["lr"], momentum=s["momentum"],
-                         nesterov=s["nesterov"], weight_decay=s["weight_decay"],
-                         fused=device.type == "cuda")
+                         nesterov=s["nesterov"], weight_decay=s["weight_decay"], fused=hw.fused)
     scheduler, per_batch = make_scheduler(s["schedule"], opt, epochs=s["epochs"],
                                           steps_per_epoch=steps_per_epoch,
                                           options=s["schedule_options"])
-    return {"optimizer": opt, "scheduler": scheduler, "per_batch": per_batch, "dtype": dtype,
-            # Loss scaling only for float16: bfloat16 has float32's exponent range.
-            "scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+    return {"optimizer": opt, "scheduler": scheduler, "per_batch": per_batch,
+            "dtype": hw.autocast_dtype(amp), "scaler": hw.grad_scaler(amp), "amp": amp,
+            "channels_last": channels_last, "hardware": hw,
             "criterion": nn.CrossEntropyLoss(label_smoothing=s["label_smoothing"])}
 
 
 def _load_training_state(parts: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-    parts["optimizer"].load_state_dict(state["optimizer"])
+    load_optimizer_state(parts["optimizer"], state["optimizer"])
     if parts["scheduler"]:
         parts["scheduler"].load_state_dict(state["scheduler"])
-    parts["scaler"].load_state_dict(state["scaler"])
+    # A disabled scaler (the CPU, bfloat16) saves {} and an enabled one cannot load that:
+    # load only where both sides scale. A T4 resuming a CPU run starts from a fresh
+    # scale, whose first overflowing steps are skipped, as at the start of any run.
+    if state["scaler"] and parts["scaler"].is_enabled():
+        parts["scaler"].load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
 
 
@@ -328,14 +341,8 @@ def _format_seconds(s: float) -> str:
 # --- mixed precision ------------------------------------------------------------------
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast dtype, or None for full float32.
-
-    On CUDA, bfloat16 where the GPU has it natively (Ampere and newer), float16 with
-    a GradScaler otherwise (Colab's T4). On the CPU always None: CPU autocast is slow
-    on these machines and would change the numerics the tests compare."""
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    """The autocast dtype on `device`, or None for full float32 (common.hardware)."""
+    return hardware_for(device).autocast_dtype(amp)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

@@ -32,6 +32,7 @@ initialise_scratch re-draws a from-scratch model's weights (same architecture).
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterable
 
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 from torchvision.models import AlexNet, ResNet, VGG, get_model
 
+from .models import register
 from .weights import TRANSFER_MODELS, imagenet_weights, load_imagenet_state, model_spec
 
 __all__ = ["TRANSFER_MODELS", "EvalBatchNorm2d", "build_transfer_model", "replace_head",
@@ -340,3 +342,9 @@ def param_groups(model: nn.Module, lr: float, decay: float = 1.0) -> list[dict]:
         if params:
             out.append({"params": params, "lr": lr * decay ** depth, "name": group})
     return out[::-1]
+
+
+# Q3's models in the one registry (common.models.build_model("tv_resnet18", ...)): Q3
+# adds them, so Q2's networks never depend on this module. They take `pretrained=`.
+for _name in TRANSFER_MODELS:
+    register(_name)(functools.partial(build_transfer_model, _name))

@@ -24,6 +24,9 @@ TEST_DATA = ROOT / "build" / "test-data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The suite runs the CPU branch unless a test emulates a GPU itself (monkeypatch): an
+# exported COMP5541_EMULATE would turn every bit-exact CPU comparison into float16.
+os.environ.pop("COMP5541_EMULATE", None)
 
 
 def bundle_kernel() -> str | None:
@@ -45,6 +48,16 @@ def need(present, missing_message: str) -> None:
     if IN_CI:
         pytest.fail(missing_message + " (CI=true: these tests must run, not skip)")
     pytest.skip(missing_message)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tensors this small gain nothing from a second thread, and on a busy machine
+    waiting for it made each step about 20 times slower (pytestmark = usefixtures)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

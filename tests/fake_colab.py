@@ -4,9 +4,14 @@
 - `drive-store/MyDrive` is Google Drive. A fake `google.colab` package's
   `drive.mount` links it to `content/drive`, as Colab mounts Drive there.
 - Every notebook in Drive gets a Drive file id as the extended attribute
-  `user.drive.id`, as Colab's Drive mount shows it.
+  `user.drive.id`, as Colab's Drive mount shows it. As in Drive, a file saved in
+  place keeps its id, and a copy (`save_copy`: File > Save a copy in Drive; an
+  upload; a copied folder) gets a new one.
 - `open(notebook)` plays the user opening a notebook: Colab's session API
   (COMP5541_COLAB_SESSIONS, a JSON file here) then names it by its file id.
+- `colab_cell(text)` runs a cell typed into a Colab notebook (Python, `!` shell
+  lines, `%cd`), with /content standing for the fake's content/: the readme's
+  cells are run as written.
 - `disconnect()` wipes content/ and keeps Drive, as a runtime reset does.
 """
 from __future__ import annotations
@@ -25,6 +30,9 @@ FAKE_DRIVE = '''
 import os
 
 def mount(mountpoint, force_remount=False, **kwargs):
+    if os.path.islink(mountpoint):
+        print("Drive already mounted at " + mountpoint)
+        return
     with open(os.environ["FAKE_DRIVE_LOG"], "a") as log:
         log.write(mountpoint + "\\n")
     os.symlink(os.environ["FAKE_DRIVE_STORE"], mountpoint)
@@ -89,12 +97,26 @@ class Colab:
         return where
 
     def assign_drive_ids(self) -> None:
-        """Give every new notebook in Drive its own file id, as Drive does on upload
-        or copy (a copy made here carries the original's attribute: replace it)."""
+        """Drive's file ids: a notebook new at its path (uploaded, copied, unzipped) gets
+        a new one, even when the copy carries the original's attribute; a notebook saved
+        in place keeps its own, even when the writer dropped the attribute."""
         for nb in self.store.rglob("*.ipynb"):
-            if nb not in self.ids:
-                self.ids[nb] = uuid.uuid4().hex
-                os.setxattr(nb, "user.drive.id", self.ids[nb].encode())
+            self.ids.setdefault(nb, uuid.uuid4().hex)
+            os.setxattr(nb, "user.drive.id", self.ids[nb].encode())
+
+    def save_copy(self, notebook: Path, folder: str = "Colab Notebooks") -> Path:
+        """File > Save a copy in Drive: My Drive/Colab Notebooks/Copy of <name>, a new id."""
+        copy = self.my_drive / folder / f"Copy of {notebook.name}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(notebook, copy)
+        self.assign_drive_ids()
+        return copy
+
+    def hide_ids(self) -> None:
+        """A Drive mount that shows no file ids (no extended attributes)."""
+        for nb in self.store.rglob("*.ipynb"):
+            os.removexattr(nb, "user.drive.id")
+        self.ids.clear()
 
     def drive_path(self, path: Path) -> Path:
         """`path` in the Drive store as the runtime sees it, under content/drive."""
@@ -106,7 +128,7 @@ class Colab:
             self.sessions.unlink(missing_ok=True)
             return
         if path is None:
-            path = "fileId=" + os.getxattr(notebook, "user.drive.id").decode()
+            path = "fileId=" + self.ids[notebook]
         self.sessions.write_text(json.dumps([{"name": name or notebook.name, "path": path,
                                               "type": "notebook"}]))
 
@@ -118,7 +140,9 @@ class Colab:
     # --- running code as Colab would ----------------------------------------------
 
     def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COMP5541_BUNDLE")}
+        # Colab sets neither PYTHONDONTWRITEBYTECODE nor a bundle: a test's own must not leak in.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "COMP5541_BUNDLE", "PYTHONDONTWRITEBYTECODE")}
         env.update(COMP5541_COLAB_ROOT=str(self.content), FAKE_DRIVE_STORE=str(self.store),
                    FAKE_DRIVE_LOG=str(self.log), COMP5541_COLAB_SESSIONS=self.sessions.as_uri(),
                    PYTHONPATH=str(self.tmp / "fake-packages"), IPYTHONDIR=str(self.tmp / "ipython"))
@@ -137,6 +161,29 @@ class Colab:
         if check:
             assert done.returncode == 0, done.stderr
         return done
+
+    def colab_cell(self, text: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """A cell typed into a Colab notebook, run in a fresh Python process: Python
+        lines, `!` shell lines and `%cd`, with /content meaning this fake's content/."""
+        script = ["import os, subprocess, sys"]
+        for line in text.replace("/content", str(self.content)).splitlines():
+            line = line.strip()
+            if line.startswith("!"):
+                script.append(f"subprocess.run({line[1:]!r}, shell=True, check=True)")
+            elif line.startswith("%cd"):
+                script.append(f"os.chdir({line[3:].strip()!r})")
+            elif line.startswith("%env"):
+                key, value = line[4:].strip().split("=", 1)
+                script.append(f"os.environ[{key!r}] = {value!r}")
+            elif line:
+                script.append(line)
+        self.content.mkdir(exist_ok=True)
+        return subprocess.run([sys.executable, "-c", "\n".join(script)], cwd=cwd or self.content,
+                              env=self.env(), capture_output=True, text=True, timeout=300)
+
+    def pycache(self) -> list[Path]:
+        """Compiled Python files written into Drive."""
+        return sorted(self.store.rglob("*.pyc"))
 
     def mounts(self) -> list[str]:
         return self.log.read_text().split() if self.log.exists() else []

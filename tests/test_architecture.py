@@ -115,5 +115,21 @@ def test_the_bootstrap_cell_is_short():
 def test_the_graph_sees_real_imports():
     # A parser that found nothing would pass every test above.
     assert "common.train" in GRAPH["common.experiments"]
-    assert "common.transfer" in GRAPH["common.models"]
+    assert "common.models" in GRAPH["common.transfer"]
+
+
+def test_q2s_networks_never_depend_on_q3s_module():
+    # Q3 registers its torchvision models in the one registry itself.
+    assert "common.transfer" not in GRAPH["common.models"]
+    assert not GRAPH["common.recipes"] & {"common.transfer", "common.transfer_runs",
+                                          "common.transfer_data"}
+
+
+def test_no_module_imports_anothers_private_names():
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] != "__future__":
+                found += [f"{name}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, found
     assert "common.files" in GRAPH["common.checkpoints"]

@@ -244,3 +244,28 @@ def test_quality_budget_is_the_quick_profiles():
     smaller = quality_budget(config, quick=False, train_images=1000)
     assert (smaller["train_images"], smaller["epochs"]) == (1000, profile["epochs"])
     assert "--train-images" in smaller["source"]
+
+
+def test_the_horizon_table_marks_each_horizons_best_rate_and_cells_are_kept_for_a_resume(tmp_path):
+    import math
+
+    from benchmarks import horizon
+    result = {"rates": [0.01, 0.1], "val_images": 5000, "runs": [
+        {"horizon": "20,000 x 4", "steps": 628, "lr": 0.01, "val_accuracy": 0.614, "stopped": None},
+        {"horizon": "20,000 x 4", "steps": 628, "lr": 0.1, "val_accuracy": 0.5946, "stopped": None},
+        {"horizon": "10,000 x 2", "steps": 158, "lr": 0.01, "val_accuracy": 0.45, "stopped": None},
+        {"horizon": "10,000 x 2", "steps": 158, "lr": 0.1, "val_accuracy": 0.6, "stopped": "nan"}]}
+    header, long, short = horizon.table(result)
+    assert "lr 0.01" in header and "lr 0.1" in header
+    two_se = 2 * math.sqrt(2 * 0.614 * 0.386 / 5000)  # a difference of two accuracies near 61%
+    assert long.split()[-2:] == ["0.01", f"{two_se:.1%}"] and "(628)" in long
+    assert "diverged" in short and short.split()[-2] == "0.01"  # a diverged run never wins
+    # A finished cell is kept under its settings: an interrupted sweep resumes, a changed
+    # recipe measures again.
+    horizon._keep(tmp_path, "cell", {"lr": 0.1}, 5000, {"val_accuracy": 0.5})
+    assert horizon._cached(tmp_path, "cell", {"lr": 0.1}, 5000) == {"val_accuracy": 0.5}
+    assert horizon._cached(tmp_path, "cell", {"lr": 0.03}, 5000) is None
+    # The recipe swept is the Q2 notebook's full SGD one.
+    config, recipe = horizon.full_recipe()
+    assert recipe["optimizer"] == "sgd" and recipe["lr"] == config["lr_sgd"]
+    assert recipe["schedule"] == config["schedule"] and recipe["nesterov"] == config["nesterov"]

@@ -125,6 +125,40 @@ def test_offline_error_lists_every_place_and_the_fix(tmp_path):
     assert "Traceback" not in msg
 
 
+def test_one_corrupt_jpeg_is_named_as_such(tmp_path):
+    """Not 'Could not find the cifar10 dataset': the copy is there, one file is broken."""
+    write_image_folder(tmp_path / "cifar10", DATASETS["cifar10"].classes, per_class=2)
+    bad = tmp_path / "cifar10" / "train" / "cat" / "0001.jpg"
+    good = tmp_path / "cifar10" / "train" / "cat" / "0001.png"
+    bad.write_bytes(good.read_bytes()[:60])  # a truncated image
+    good.unlink()
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("cifar10", tmp_path, download=False, verbose=False)
+    headline = str(err.value).splitlines()[0]
+    assert headline.startswith(f"The cifar10 dataset in {tmp_path} cannot be read: image folder: "
+                               f"{bad} is corrupt (")
+    assert headline.endswith("replace it with a good copy, or delete it")
+    assert "Could not find" not in str(err.value)
+
+
+def test_a_truncated_cifar_archive_is_called_corrupt_and_set_aside(tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"\x1f\x8b" + b"\0" * 5000)  # a download cut short
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("cifar10", tmp_path, download=False, verbose=False)
+    headline = str(err.value).splitlines()[0]
+    assert headline.startswith(f"The cifar10 dataset in {tmp_path} cannot be read: torchvision "
+                               f"files: {archive} is corrupt (its 0.0 MB fail the MD5 checksum")
+    assert "renamed to cifar-10-python.tar.gz.corrupt" in headline
+    assert not archive.exists() and archive.with_name(archive.name + ".corrupt").is_file()
+
+
+def test_a_data_dir_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"data_dir .*/data is a file, not a folder"):
+        load_dataset("cifar10", tmp_path / "data", download=False)
+
+
 def test_unknown_dataset_lists_known_ones(tmp_path):
     with pytest.raises(ValueError, match="known datasets: cifar10, fashion_mnist, mnist"):
         load_dataset("imagenet", tmp_path)

@@ -43,11 +43,12 @@ sys.exit(code)
 """
 
 
-def probe(argv: list[str] | None, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
+def probe(argv: list[str] | None, timeout: float,
+          env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     code = PROBE.format(root=str(ROOT), argv=argv or [], run=argv is not None,
                         absent=ABSENT_THERE)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env or ENV,
+                          capture_output=True, text=True, timeout=timeout)
     found = {line.split("=", 1)[0]: json.loads(line.split("=", 1)[1])
              for line in proc.stdout.splitlines() if line.startswith(("ADDED=", "PRESENT="))}
     return proc, found
@@ -96,7 +97,7 @@ def test_cpu_run_writes_the_report_and_stops_on_the_budget(tmp_path):
     argv = ["--device", "cpu", "--data-dir", str(tmp_path / "data"), "--no-download",
             "--out", str(out), "--runs-dir", str(runs), "--models", "alexnet,tv_alexnet",
             "--batch-size", "10", "--image-size", "64", "--warmup-steps", "1", "--steps", "1",
-            "--max-images", "20", "--epochs", "3", "--minutes", "0.001"]
+            "--max-images", "20", "--epochs", "3", "--minutes", "0.001", "--lrs", "0.05"]
     proc, found = probe(argv, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_only_allowed_modules(found)  # the run's imports too, not only the module's
@@ -116,7 +117,9 @@ def test_cpu_run_writes_the_report_and_stops_on_the_budget(tmp_path):
     assert (timing["alexnet"]["input_size"], timing["tv_alexnet"]["input_size"]) == (32, 64)
     for r in timing.values():
         assert "error" not in r
-        assert r["batch_size"] == 10 and r["timed_steps"] == 1 and r["parameters"] > 0
+        # The CPU evaluates at the training batch size (a GPU at 4x for Q2, 2x for Q3).
+        assert r["batch_size"] == r["eval_batch_size"] == 10
+        assert r["timed_steps"] == 1 and r["parameters"] > 0
         for split in ("train", "eval"):
             assert r[f"{split}_img_per_s"] > 0 and r[f"{split}_step_ms"] > 0
             # img/s and ms/step are one measurement
@@ -138,6 +141,47 @@ def test_cpu_run_writes_the_report_and_stops_on_the_budget(tmp_path):
     history = json.loads((runs / t["run"] / "history.json").read_text())
     assert history["epoch"] == [1] and history["eval_split"] == "test"
     assert "Q2(a) resnet18 recipe" in proc.stdout and "1 of 3 epochs" in proc.stdout
+    # --lrs: the same recipe and schedule at another peak rate, its own run and budget.
+    other = report["lr_sweep"]["0.05"]
+    assert other["fit"]["lr"] == 0.05 and other["fit"]["schedule"] == t["fit"]["schedule"]
+    assert other["run"] != t["run"] and other["stopped_by"] == "budget"
+
+
+def test_an_emulated_t4_times_with_its_precision_and_the_notebooks_eval_batches(
+        tmp_path, monkeypatch):
+    # COMP5541_EMULATE=t4: the CUDA branch (float16, GradScaler, fused SGD, channels_last)
+    # on the CPU, and held-out batches as the notebooks make them on a GPU: 4x Q2's
+    # batch size, 2x Q3's. In this process, with a tiny net in place of each model
+    # (float16 on a CPU is slow), and the batches each pass sees recorded.
+    import torch
+
+    from benchmarks import gpu_check
+    from common.data import load_dataset
+
+    monkeypatch.setenv("COMP5541_EMULATE", "t4")
+    monkeypatch.setattr(gpu_check, "build_model", lambda name: torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 10)))
+    seen = {"train": [], "eval": []}
+    for name, label in (("train_one_epoch", "train"), ("evaluate", "eval")):
+        def spy(model, batches, *args, _real=getattr(gpu_check, name), _label=label, **kw):
+            batches = list(batches)
+            seen[_label] += [(x.shape[0], x.dtype, x.is_contiguous(
+                memory_format=torch.channels_last)) for x, _ in batches]
+            return _real(model, batches, *args, **kw)
+        monkeypatch.setattr(gpu_check, name, spy)
+    write_tiny_cifar(tmp_path / "data")
+    ds = load_dataset("cifar10", tmp_path / "data", download=False)
+    pool = torch.arange(len(ds.train_labels))
+    assert gpu_check.environment(torch.device("cpu"))["precision"] == "float16"
+    for model, image_size, eval_size in (("alexnet", None, 16), ("tv_alexnet", 64, 8)):
+        seen = {"train": [], "eval": []}
+        r = gpu_check.time_model(model, ds, pool, device=torch.device("cpu"), batch_size=4,
+                                 image_size=image_size, warmup=1, steps=2)
+        assert (r["batch_size"], r["eval_batch_size"]) == (4, eval_size)
+        assert seen == {"train": [(4, torch.float32, True)] * 3,
+                        "eval": [(eval_size, torch.float32, True)] * 3}
+        assert abs(r["eval_img_per_s"] * r["eval_step_ms"] / 1000 - eval_size) < 1e-6
 
 
 def test_imports_nothing_the_gpu_machine_lacks():

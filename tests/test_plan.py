@@ -212,3 +212,15 @@ def test_time_left_counts_only_the_runs_still_to_train():
     left = {"a": 0.0, "b": 120.0, "c": 60.0}  # a: finished, reused
     assert costs.time_left(left, "b") == "notebook: 2 of 3 runs to train, about 3.0 min left"
     assert costs.time_left(left, "c", "this part") == "this part: 1 of 3 runs to train, about 1.0 min left"
+
+
+def test_a_plan_beyond_one_session_says_which_notebook_runs_in_which():
+    from common.tools.plan import session_plan
+    hour = 3600.0
+    lines = session_plan({"Q2/Q2.ipynb": 5 * hour, "Q3/Q3.ipynb": 2 * hour}, hours=4)
+    assert lines[1:] == ["  Q2/Q2.ipynb: sessions 1 to 2 (5h00m)", "  Q3/Q3.ipynb: session 2 (2h00m)"]
+    full = session_plan({"Q2/Q2.ipynb": 4 * hour, "Q3/Q3.ipynb": 2 * hour}, hours=4)
+    assert full[1:] == ["  Q2/Q2.ipynb: session 1 (4h00m)", "  Q3/Q3.ipynb: session 2 (2h00m)"]
+    # Days on a CPU: no plan of dozens of sessions, the advice instead.
+    [advice] = session_plan({"Q2/Q2.ipynb": 300 * hour}, hours=4)
+    assert "75 Colab sessions" in advice and "make quick" in advice

@@ -20,6 +20,7 @@ import torch
 
 from common.batches import DeviceBatches
 from common.data import stratified_indices, train_val_split
+from common.recipes import EVAL_ONLY_C
 from common.models import build_model, count_parameters
 from common.observations import pct
 from common.config import ROOT
@@ -73,7 +74,11 @@ def test_each_run_has_a_full_finite_history(smoke):
     assert [r["model"] for r in runs_of(s, "a")] == config["models_a"]
     assert [r["optimizer"] for r in runs_of(s, "b")] == ["sgd", "rmsprop", "adam"]
     assert [(r["model"], r["method"]) for r in runs_of(s, "c")] == [
-        (net, m) for net in config["models_c"] for m in ["baseline", *config["methods_c"]]]
+        (net, m) for net in config["models_c"] for m in ["baseline", *config["methods_c"]]
+        if m not in EVAL_ONLY_C]
+    # The evaluated-only candidates are their baseline's run, evaluated again.
+    assert [(r["model"], r["method"]) for r in s["results"]["c_evaluated"]] == [
+        (net, m) for net in config["models_c"] for m in config["methods_c"] if m in EVAL_ONLY_C]
     lr = {"sgd": config["lr_sgd"], "rmsprop": config["lr_rmsprop"], "adam": config["lr_adam"]}
     for r in s["results"]["runs"]:
         h = r["history"]
@@ -82,7 +87,7 @@ def test_each_run_has_a_full_finite_history(smoke):
             assert len(h[key]) == config["epochs"] and all(math.isfinite(v) for v in h[key])
         assert all(0 <= a <= 1 for a in h["train_accuracy"] + h["eval_accuracy"])
         assert r["monitored"] == ("val" if r["part"] == "c" else "test")
-        assert r["lr"] == lr[r["optimizer"]] and r["train_images"] == config["smoke_train_images"]
+        assert r["lr"] == lr[r["optimizer"]] and r["train_images"] == config["train_images"]
         assert r["params"] == count_parameters(build_model(r["model"]))
         # The run's own files: one final checkpoint, its history on disk.
         run_dir = Path(r["run_dir"])
@@ -101,7 +106,8 @@ def saved_model(run_record):
 def test_c_is_chosen_on_validation_and_tested_once(smoke, cifar10, net):
     s = smoke["first"]["summary"]
     config, sel = s["config"], s["results"]["c_selection"][net]
-    runs_c = {r["method"]: r for r in runs_of(s, "c") if r["model"] == net}
+    runs_c = {r["method"]: r for r in runs_of(s, "c") + s["results"]["c_evaluated"]
+              if r["model"] == net}
     assert sel["monitored"] == "val"
     # The choice, recomputed from the validation histories: the two largest gains.
     base = runs_c["baseline"]["history"]["eval_accuracy"][-1]
@@ -109,9 +115,13 @@ def test_c_is_chosen_on_validation_and_tested_once(smoke, cifar10, net):
     assert {c["method"]: c["gain"] for c in sel["candidates"]} == pytest.approx(gains)
     ranked = sorted(config["methods_c"], key=lambda m: -gains[m])  # stable: ties keep the order
     assert sel["chosen"] == ranked[:2]
-    assert sel["effective"] == [m for m in ranked[:2] if gains[m] > 0]
+    # Effective: a positive gain beyond two standard errors at the validation size.
+    n, val = config["eval_images"], {m: runs_c[m]["history"]["eval_accuracy"][-1] for m in gains}
+    assert sel["effective"] == [m for m in ranked[:2] if gains[m] > 0 and gains[m] > 2 * math.sqrt(
+        val[m] * (1 - val[m]) / n + base * (1 - base) / n)]
     # The test set was used once per chosen method (and once for the baseline), after the choice.
-    tested = [runs_c[m]["name"] for m in ["baseline", *sel["chosen"]]]
+    tested = [runs_c[m]["name"] + (f"+{m}" if m in EVAL_ONLY_C else "")
+              for m in ["baseline", *sel["chosen"]]]
     evaluations = s["results"]["test_evaluations"]
     assert [n for n in evaluations if n in tested] == tested and len(set(evaluations)) == len(evaluations)
     assert set(sel["test_accuracy"]) == {"baseline", *sel["chosen"]}
@@ -124,14 +134,21 @@ def test_c_is_chosen_on_validation_and_tested_once(smoke, cifar10, net):
 
     _, val_pool = train_val_split(cifar10.train_labels, val_fraction=config["val_fraction"],
                                   seed=config["seed"])
-    val_idx = stratified_indices(cifar10.train_labels, count=config["smoke_eval_images"],
+    val_idx = stratified_indices(cifar10.train_labels, count=config["eval_images"],
                                  seed=config["seed"], pool=val_pool)
-    test_idx = stratified_indices(cifar10.test_labels, count=config["smoke_eval_images"],
+    test_idx = stratified_indices(cifar10.test_labels, count=config["eval_images"],
                                   seed=config["seed"])
     val = subset_batches(cifar10.train_images, cifar10.train_labels, val_idx)
     test = subset_batches(cifar10.test_images, cifar10.test_labels, test_idx)
+    # Flip test-time augmentation, recomputed by hand: the mirror images' softmax averaged in.
+    baseline = saved_model(runs_c["baseline"]).eval()
+    with torch.no_grad():
+        hits = sum(((baseline(x).softmax(1) + baseline(x.flip(-1)).softmax(1)).argmax(1) == y).sum()
+                   for x, y in val)
+    assert hits.item() / val.num_samples == runs_c["flip_tta"]["history"]["eval_accuracy"][-1]
     for method in ["baseline", *sel["chosen"]]:
-        model = saved_model(runs_c[method])
+        model = saved_model(runs_c["baseline" if method in EVAL_ONLY_C else method])
+        model = EVAL_ONLY_C[method](model) if method in EVAL_ONLY_C else model
         h = runs_c[method]["history"]
         on_val = evaluate(model, val, "cpu")
         assert on_val["loss"] == pytest.approx(h["eval_loss"][-1], rel=1e-5)
@@ -148,7 +165,7 @@ def test_best_model_and_its_confusion_matrix(smoke):
     # The last epoch's test accuracy is the model's: evaluated again, it is the same.
     assert best["test_accuracy"] == top
     cm = best["confusion_matrix"]
-    assert sum(map(sum, cm)) == s["config"]["smoke_eval_images"]
+    assert sum(map(sum, cm)) == s["config"]["eval_images"]
     assert sum(cm[i][i] for i in range(10)) / sum(map(sum, cm)) == pytest.approx(top)
 
 

@@ -4,6 +4,7 @@ folder (tests/fake_bundle.py), then breaks one thing."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -330,6 +331,61 @@ def test_committed_notebook_without_outputs_is_not_taken_for_a_run(tmp_path):
     assert submit.locate("Q1", root) is None
 
 
+def executed(q: str, **stamps) -> nbformat.NotebookNode:
+    """An executed notebook stamped as papermill (end_time) or Colab (executionInfo) does."""
+    nb = executed_notebook(q)
+    if "papermill" in stamps:
+        nb.metadata["papermill"]["end_time"] = stamps["papermill"]
+    if "colab" in stamps:
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.metadata["executionInfo"] = {"status": "ok", "timestamp": stamps["colab"]}
+    return nb
+
+
+def test_the_notebook_executed_last_is_packed_and_the_other_named(bundle, capsys):
+    """A local build copied to Drive with the bundle, then the notebook run on Colab."""
+    nbformat.write(executed("Q2", papermill="2025-06-01T10:00:00.000000"),
+                   bundle / "build" / "Q2" / "Q2.ipynb")
+    (bundle / "Q2").mkdir()
+    nbformat.write(executed("Q2", colab=1750000000000), bundle / "Q2" / "Q2.ipynb")  # 2025-06-15
+    write_results(bundle / "Q2" / "results", "Q2")
+    for name in ("Q2.pdf", "Q2_report.pdf"):  # stand-ins, newer than the notebook
+        (bundle / "Q2" / name).write_bytes(b"%PDF-1.4\n% stand-in\n")
+    found, problems = submit.check_bundle(bundle)
+    assert problems == [] and found["Q2"].notebook == bundle / "Q2" / "Q2.ipynb"
+    assert found["Q2"].results_dir == bundle / "Q2" / "results"
+    assert submit.main(["--root", str(bundle), "check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Q2: Q2/Q2\.ipynb \(executed 2025-06-1[45] \d\d:\d\d\)$", out, re.M)
+    assert "  warning: build/Q2/Q2.ipynb (executed 2025-06-01 " in out and "NOT packed" in out
+    with zipfile.ZipFile(submit.build_zip(STUDENT, bundle)) as zf:
+        assert zf.read("Q2/Q2.ipynb") == (bundle / "Q2" / "Q2.ipynb").read_bytes()
+    # The other way round: the build is the newer run.
+    nbformat.write(executed("Q2", papermill="2025-07-01T10:00:00.000000"),
+                   bundle / "build" / "Q2" / "Q2.ipynb")
+    assert submit.locate("Q2", bundle).notebook == bundle / "build" / "Q2" / "Q2.ipynb"
+
+
+def test_a_newer_failed_run_is_named_beside_the_good_one(bundle, capsys):
+    failed = bundle / "build" / "Q3" / "Q3.failed.ipynb"
+    nbformat.write(executed_notebook("Q3"), failed)
+    os.utime(failed, (4102444800, 4102444800))  # newer than the good run
+    assert submit.main(["--root", str(bundle), "check"]) == 0
+    out = capsys.readouterr().out
+    assert "  warning: build/Q3/Q3.failed.ipynb (" in out and "is a newer run that FAILED" in out
+
+
+def test_make_zip_with_a_quote_in_the_id_is_a_clean_error():
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    done = subprocess.run(["make", "-o", ".venv/.requirements-stamp", "zip", 'ID=21"23'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "ERROR: ID='21\"23': a student ID is letters and digits only" in done.stderr
+    assert "unexpected EOF" not in done.stderr and "syntax error" not in done.stderr
+
+
 # --- the command line and the Makefile ----------------------------------------------------
 
 def test_cli_check_and_zip(bundle, capsys):
@@ -350,7 +406,7 @@ def test_makefile_targets_pass_the_id_and_the_smoke_flag():
         pytest.skip("make is not installed")
     out = subprocess.run(["make", "-n", "zip", f"ID={STUDENT}",
                           "ALLOW_SMOKE=1"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert f'-m common.tools.submit zip --id "{STUDENT}" --allow-smoke' in out
+    assert f"-m common.tools.submit zip --id '{STUDENT}' --allow-smoke" in out
     out = subprocess.run(["make", "-n", "check"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "-m common.tools.submit check" in out and "--allow-smoke" not in out
 
@@ -361,11 +417,12 @@ def test_readme_gives_the_commands_first_and_documents_the_rest():
     assert "make all" in first and "make test" in first and "ESTIMATE" in first
     for needed in ("make smoke", "make help", "make report", "make check", "make zip ID=",
                    "DATA_DIR=", 'SET="epochs=5 device=cuda"', "runs/<profile>/Qn",
-                   "build/Qn/", "/content/drive/MyDrive/comp5541.zip", "runs/Q2/smoke/<run>",
+                   "build/Qn/", "/content/drive/MyDrive/comp5541-bundle.zip", "make bundle",
+                   "make clean-smoke", "runs/Q2/smoke/<run>", "TORCH_HOME", "800 MB",
                    "training_time_s", "libjs-mathjax",
                    "dataset-fashion-mnist", "<data_dir>/cifar10/{train,test}/<class>/*.jpg"):
         assert needed in text, f"readme.txt does not mention {needed!r}"
-    for placeholder in ("OWNER/REPO", "bundle.zip", "git clone"):
+    for placeholder in ("OWNER/REPO", "comp5541.zip", "git clone", "smoke_<run>"):
         assert placeholder not in text, f"readme.txt still says {placeholder!r}"
     # Every `make <target>` the readme names exists in the Makefile.
     makefile = (ROOT / "Makefile").read_text()

@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import train as train_module
 from common.checkpoints import RunDir, rng_state
 from common.batches import DeviceBatches
 from common.config import ConfigError
@@ -333,15 +332,23 @@ def test_evaluate_matches_manual_computation_and_restores_mode():
     assert torch.equal(result["labels"], test.labels)
 
 
-def test_cpu_runs_in_float32_and_channels_last_works(tmp_path):
-    assert autocast_dtype(torch.device("cpu"), amp=True) is None
+@pytest.mark.parametrize("side, nhwc", [(None, False), ("t4", True)])
+def test_channels_last_is_a_wish_the_hardware_grants(tmp_path, monkeypatch, side, nhwc):
+    # channels_last=True asks for NHWC where it pays: a GPU (here emulated), not the CPU.
+    if side:
+        monkeypatch.setenv("COMP5541_EMULATE", side)
+    else:
+        monkeypatch.delenv("COMP5541_EMULATE", raising=False)
+        assert autocast_dtype(torch.device("cpu"), amp=True) is None
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
     train, test = make_batches()
     history = fit(model, train, test, run_dir=tmp_path / "cl", channels_last=True,
                   **{**FIT, "epochs": 1})
-    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last) is nhwc
+    assert model[0].weight.is_contiguous() is not nhwc
     assert math.isfinite(history["train_loss"][0])
+    assert json.loads((tmp_path / "cl" / "config.json").read_text())["channels_last"] is nhwc
 
 
 class Interrupt(Exception):
@@ -361,11 +368,11 @@ def loud_model():
     return model
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_mixed_precision_path_trains_and_resumes(tmp_path, monkeypatch, recwarn, dtype):
-    # No GPU here: forcing the autocast dtype runs the GPU code path on the CPU
-    # (autocast on; a GradScaler for float16, whose state must survive a resume).
-    monkeypatch.setattr(train_module, "autocast_dtype", lambda device, amp: dtype if amp else None)
+@pytest.mark.parametrize("side, dtype", [("bf16", torch.bfloat16), ("t4", torch.float16)])
+def test_mixed_precision_path_trains_and_resumes(tmp_path, monkeypatch, recwarn, side, dtype):
+    # No GPU here: emulating one runs the GPU code path on the CPU (autocast on, fused
+    # kernels; a GradScaler for float16, whose state must survive a resume).
+    monkeypatch.setenv("COMP5541_EMULATE", side)
     train, test = make_batches()
     settings = {**FIT, "schedule": "onecycle"}
     whole_model = loud_model()

@@ -1,5 +1,5 @@
-"""common.transfer, common.weights and common.transfer_runs: torchvision ImageNet
-models, weights files, heads, freezing, and Q3's runs.
+"""common.transfer and common.weights: torchvision ImageNet models, weights files,
+heads and freezing (Q3's runs: tests/test_q3_runs.py).
 
 No real ImageNet weights exist on the test machines (../shared/data/README.md):
 the loading tests write random state dicts under the official file names into a
@@ -17,10 +17,8 @@ from torch import nn
 
 from common import transfer, weights
 from common.batches import DeviceBatches
-from common.checkpoints import ConfigMismatchError
 from common.transfer import (EvalBatchNorm2d, apply_freeze, build_transfer_model, layer_groups,
                              normalisation, param_groups, parameter_counts)
-from common.transfer_runs import choose_lr, train_transfer
 from common.weights import (WeightsNotFoundError, WeightsUnreadableError, checkpoints_dir,
                             fabricate_weights)
 
@@ -248,42 +246,6 @@ def test_param_groups_give_discriminative_rates_to_trainable_parameters_only():
     assert [g["name"] for g in opt.param_groups] == ["layer3", "layer4", "head"]
 
 
-def test_a_run_is_never_reused_with_other_weights(torch_home, tmp_path):
-    fabricate_weights(checkpoints_dir(), ["tv_resnet18"], seed=1)
-    mean, std = normalisation("tv_resnet18")
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    batches = DeviceBatches(images, torch.arange(8) % 10, batch_size=4, mean=mean, std=std)
-    args = dict(pretrained=True, freeze="head", train_batches=batches, eval_batches=batches,
-                run_dir=tmp_path / "run", epochs=1, lr=0.01, device="cpu", seed=0, log=lambda *_: None)
-    first = train_transfer("tv_resnet18", **args)
-    assert first["weights_sha256"] and len(first["history"]["epoch"]) == 1
-    assert train_transfer("tv_resnet18", **args)["history"] == first["history"]  # reused
-    fabricate_weights(checkpoints_dir(), ["tv_resnet18"], seed=2, overwrite=True)
-    with pytest.raises(ConfigMismatchError, match="weights_sha256"):
-        train_transfer("tv_resnet18", **args)
-
-
-def trial(lr, accuracy, stopped=None, split="validation"):
-    return {"lr": lr, "eval_split": split,
-            "history": {"eval_accuracy": [0.1, accuracy], "stopped": stopped}}
-
-
-def test_choose_lr_ties_go_to_the_smaller_rate_and_diverged_runs_never_win():
-    # Listed largest first, as the notebook's candidates are: the tie still goes to 0.001.
-    lr, rows = choose_lr([trial(0.1, 0.9, stopped="loss nan"), trial(0.01, 0.5), trial(0.001, 0.5)])
-    assert lr == 0.001
-    assert [r["lr"] for r in rows] == [0.1, 0.01, 0.001]  # rows keep the order given
-    assert {k: rows[0][k] for k in ("lr", "val_accuracy", "stopped", "near_chance")} == {
-        "lr": 0.1, "val_accuracy": 0.9, "stopped": "loss nan", "near_chance": None}
-    # Each row keeps its trial's history, so summary.json counts the trials' training time.
-    assert rows[0]["history"]["stopped"] == "loss nan"
-    assert choose_lr([trial(0.01, 0.6), trial(0.001, 0.5)])[0] == 0.01
-    with pytest.raises(RuntimeError, match="every learning-rate candidate diverged"):
-        choose_lr([trial(0.1, 0.9, stopped="loss nan")])
-    with pytest.raises(ValueError, match="validation split only"):
-        choose_lr([trial(0.01, 0.6, split="test")])
-
-
 # --- the head's own learning rate -------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["tv_alexnet", "tv_resnet18"])
@@ -313,89 +275,6 @@ def test_initialise_scratch_keeps_the_architecture_and_sets_he_scale():
     assert not fc6.bias.any()
     with pytest.raises(ValueError, match="torchvision, kaiming"):
         transfer.initialise_scratch(model, "xavier")
-
-
-# --- Q3Runs: the two recipes and the near-chance flag -------------------------------------
-
-def q3_config(tmp_path, **overrides):
-    return {"runs_dir": str(tmp_path / "runs"), "data_dir": str(tmp_path / "data"), "seed": 0,
-            "val_fraction": 0.2, "smoke": True,
-            "smoke_train_images": 40, "smoke_eval_images": 20, "train_images": 0, "eval_images": 0,
-            "channels_last": False, "device": "cpu", "batch_size": 20, "image_size": 32,
-            "momentum": 0.9, "schedule": "none", "amp": False, "force": False,
-            "optimizer": "sgd", "weight_decay": 5e-4, "lr_candidates": [0.01, 0.001],
-            "head_lr_multiplier": 10, "scratch_optimizer": "adamw", "scratch_weight_decay": 0.05,
-            "scratch_init": "kaiming", "scratch_lr_candidates": [1e-3, 1e-4], **overrides}
-
-
-@pytest.fixture
-def q3_runs(tmp_path, torch_home):
-    from types import SimpleNamespace
-    from common.transfer_runs import Q3Runs
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(100) % 10
-    ds = SimpleNamespace(train_images=torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8,
-                                                    generator=g),
-                         train_labels=labels, test_images=torch.zeros(50, 3, 32, 32, dtype=torch.uint8),
-                         test_labels=labels[:50])
-    logs = []
-    return Q3Runs(ds, q3_config(tmp_path), models=["tv_resnet18"], fractions=[1.0],
-                  log=logs.append), logs
-
-
-def saved_fit_settings(record):
-    import json
-    from pathlib import Path
-    return json.loads((Path(record["run_dir"]) / "config.json").read_text())["fit"]
-
-
-def test_pretrained_runs_train_the_head_at_the_multiplier_and_scratch_runs_at_one(q3_runs):
-    runs, _ = q3_runs
-    args = dict(freeze="none", fraction=1.0, epochs=1, lr=0.01)
-    pretrained, scratch = runs.train("tv_resnet18", pretrained=True, **args), \
-        runs.train("tv_resnet18", pretrained=False, **args)
-    fit_p, fit_s = saved_fit_settings(pretrained), saved_fit_settings(scratch)
-    assert fit_p["lr_multipliers"] == {"fc": 10.0} and fit_p["optimizer"] == "sgd"
-    assert pretrained["head_lr_multiplier"] == 10 and pretrained["init"] is None
-    assert fit_s["lr_multipliers"] == {} and fit_s["optimizer"] == "adamw"
-    assert fit_s["weight_decay"] == 0.05
-    assert scratch["head_lr_multiplier"] == 1 and scratch["init"] == "kaiming"
-    assert pretrained["run_dir"] != scratch["run_dir"]
-    assert runs.candidates(True) == [0.01, 0.001] and runs.candidates(False) == [1e-3, 1e-4]
-
-
-def test_near_chance_threshold():
-    from common.transfer_runs import near_chance
-    assert near_chance(0.149) and not near_chance(0.15) and not near_chance(0.9)
-    assert near_chance(None) and near_chance(float("nan"))  # no accuracy: learned nothing shown
-    assert near_chance(0.055, num_classes=100) and not near_chance(0.07, num_classes=100)
-
-
-def test_a_run_near_chance_is_flagged_loudly_and_never_compared(q3_runs):
-    from common import observations_q3 as text
-    runs, logs = q3_runs
-    # The test images are all black: every prediction is the same class, so the
-    # accuracy is exactly chance on the 10 balanced classes.
-    [record] = runs.train_all([dict(model="tv_resnet18", pretrained=False, freeze="none",
-                                    fraction=1.0, epochs=1, lr=1e-6)], part="a")
-    assert record["near_chance"] is True and record["chance_accuracy"] == pytest.approx(0.1)
-    assert any(line.startswith("WARNING: NEAR CHANCE") for line in logs)
-    [listed] = runs.near_chance_runs([record])
-    assert listed["run_dir"] == record["run_dir"] and listed["part"] == "a"
-    assert runs.summary([record])[0]["near_chance"] is True
-    assert "**WARNING, near chance**" in text.caveats([record], smoke=False)
-    # (a): a fraction where either side is near chance is void, and out of the trend.
-    good = {**record, "pretrained": True, "near_chance": False,
-            "history": {**record["history"], "eval_accuracy": [0.6]}}
-    other = {**good, "pretrained": False, "history": {**record["history"], "eval_accuracy": [0.4]}}
-    rows = text.fraction_rows([{**good, "fraction": 0.1}, {**record, "fraction": 0.1},
-                               {**good, "fraction": 0.5}, {**other, "fraction": 0.5}],
-                              [0.1, 0.5], lambda f: int(f * 1000))
-    said = text.observe_fractions(rows, epochs=1)
-    assert "With 10% of the training pool (100 images), the comparison is void" in said
-    assert "+20.0 points" in said and "benefit of transfer" not in said  # one valid fraction: no trend
-    assert "void (near chance)" in text.fractions_table(rows)
-    assert "near chance: not compared" in text.observe_models([record, good])
 
 
 def notebook_defaults(*names):

@@ -6,4 +6,6 @@ from their first cell.
     submit   `make check` / `make zip`: the bundle checked, then zipped
     pack     what goes into the zip, under which names
     colab    the notebooks' first cell: which bundle holds the notebook, and why
+    bundle   `make bundle`: comp5541-bundle.zip, what a student uploads to Google Drive
+    clean    `make clean-smoke`: smoke runs' checkpoints removed
 """

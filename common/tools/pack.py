@@ -8,13 +8,13 @@ notebook it runs; never data, checkpoints or caches.
 """
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..files import atomic_write
+from .bundle import TOP_FILES, walk
 from .report import render_reports, report_paths
 
 if TYPE_CHECKING:
@@ -23,21 +23,9 @@ if TYPE_CHECKING:
 # Bundle files a grader needs to read or re-run the code; readme.txt explains them.
 # benchmarks/ and extras/ are small code and committed notebooks: tests/ imports the
 # first (test_bench, test_gpu_check) and runs the second, and `make all` runs extras/.
-BUNDLE_FILES = ("readme.txt", "requirements.txt", "Makefile", "pytest.ini")
+# Data, checkpoints, caches and hidden files in them are never packed (bundle.walk).
+BUNDLE_FILES = TOP_FILES
 BUNDLE_DIRS = ("common", "profiles", "tests", "benchmarks", "extras")
-
-# Never packed: caches, and anything that looks like data or a checkpoint
-# (those belong in data/ and runs/, which are never walked, but a stray copy
-# inside a packed folder must not leak either).
-SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".git", ".venv",
-             "data", "runs", "build"}
-# ...except a Python package that happens to be named so (common/data/): that is code.
-DATA_LIKE_DIRS = {"data", "runs", "build"}
-SKIP_SUFFIXES = {".pyc", ".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz", ".pkl",
-                 ".pickle", ".bin", ".h5", ".tar", ".gz", ".xz", ".bz2", ".zip", ".rar",
-                 ".7z", ".partial", ".tmp"}
-# Raw MNIST-style idx files and CIFAR-10's python batches, by name.
-SKIP_NAMES = re.compile(r".*-idx\d-ubyte|data_batch_\d+|test_batch|batches\.meta")
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 
@@ -53,25 +41,6 @@ def validate_id(student_id: str) -> str:
     return student_id
 
 
-def _packable(path: Path) -> bool:
-    name = path.name
-    return (path.suffix.lower() not in SKIP_SUFFIXES
-            and not SKIP_NAMES.fullmatch(name)
-            and not name.startswith("."))
-
-
-def _walk(folder: Path):
-    """Files under `folder`, skipping caches, data, checkpoints and hidden files."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (
-            d not in SKIP_DIRS
-            or d in DATA_LIKE_DIRS and (Path(dirpath) / d / "__init__.py").is_file()))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if _packable(path) and path.is_file():
-                yield path
-
-
 def zip_entries(found: dict[str, Work], root: Path, *, with_extras: bool = False,
                 smoke: tuple = (), quick: tuple = ()) -> dict[str, Path | bytes]:
     """Archive name -> source file (or bytes). Names are relative, POSIX style."""
@@ -81,7 +50,7 @@ def zip_entries(found: dict[str, Work], root: Path, *, with_extras: bool = False
         for pdf in report_paths(work.notebook).values():
             entries[f"{q}/{pdf.name}"] = pdf
         if work.results_dir.is_dir():
-            for path in _walk(work.results_dir):
+            for path in walk(work.results_dir):
                 entries[f"{q}/results/{path.relative_to(work.results_dir).as_posix()}"] = path
         if q in smoke:
             entries[f"{q}/SMOKE_RUN.txt"] = (
@@ -99,10 +68,10 @@ def zip_entries(found: dict[str, Work], root: Path, *, with_extras: bool = False
             entries[name] = root / name
     for folder in BUNDLE_DIRS:
         if (root / folder).is_dir():
-            for path in _walk(root / folder):
+            for path in walk(root / folder):
                 entries[path.relative_to(root).as_posix()] = path
     if with_extras and (root / "build" / "extras").is_dir():
-        for path in _walk(root / "build" / "extras"):
+        for path in walk(root / "build" / "extras"):
             entries["extras/executed/" + path.relative_to(root / "build" / "extras").as_posix()] = path
     return entries
 

@@ -5,16 +5,16 @@ without loading data or training anything.
     python -m common.tools.plan --profile profiles/quick.yaml Q2/Q2.ipynb
 
 The runs are derived from the notebook's parameters (with the profile's on top)
-by the same code the notebooks use: common.recipes for Q2; for Q3 the parts as
-its cells list them (q3_rows; a test checks them against a notebook run). Image
-counts come from the same class-stratified splits, made on balanced stand-in
-labels: the splits depend only on the class counts (5,000 training and 1,000
+by the same code the notebooks use: common.recipes.q2_specs for Q2 and
+common.transfer_runs.q3_specs for Q3. Image counts come from the same
+class-stratified splits, made on balanced stand-in labels: the splits depend only on the class counts (5,000 training and 1,000
 test images per class), so the sizes are the real ones. Times are measured on
 the device (common.speed), a few optimiser steps per model, and cached.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -22,14 +22,15 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..config import ROOT, resolve_device
-from ..data import stratified_indices
 from ..plan import (DEFAULT_FRACTION_OF_PEAK, SESSION_HOURS, format_flops, format_seconds, plan,
                     plan_cost)
 from ..recipes import q2_indices, q2_specs
-from ..transfer_runs import split_pool
-from .run import load_profile, notebook_defaults
+from ..transfer_data import Q3Data
+from ..transfer_runs import q3_specs
+from .run import RunError, load_profile, notebook_defaults
 
-__all__ = ["cifar10_stand_in_labels", "q2_rows", "q3_rows", "ROWS", "estimate_table", "main"]
+__all__ = ["cifar10_stand_in_labels", "q2_rows", "q3_rows", "ROWS", "estimate_table",
+           "session_plan", "main"]
 
 
 def cifar10_stand_in_labels() -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,8 +40,6 @@ def cifar10_stand_in_labels() -> tuple[torch.Tensor, torch.Tensor]:
 
 def q2_rows(c: Mapping[str, Any]) -> list[dict]:
     """Q2's runs as plan rows, sized by the notebook's own q2_indices."""
-    if c["smoke"]:  # as the notebook's setup cell does
-        c = {**c, "epochs": min(c["epochs"], 2), "batch_size": min(c["batch_size"], 50)}
     train, split, val, test = map(len, q2_indices(*cifar10_stand_in_labels(), c))
     images = {"test": (train, test), "val": (split, val), "val_cutout": (split, val)}
     specs = q2_specs(c)
@@ -51,41 +50,19 @@ def q2_rows(c: Mapping[str, Any]) -> list[dict]:
 
 
 def q3_rows(c: Mapping[str, Any]) -> list[dict]:
-    """Q3's runs as plan rows: the learning-rate trials, then (a), (b) and (c) as the
-    notebook's cells list them; a run two parts share is counted once."""
-    if c["smoke"]:  # as the notebook's setup cell does
-        c = {**c, "image_size": 64, "batch_size": min(c["batch_size"], 50), "epochs_a": 1,
-             "epochs_b": 1, "epochs_c": 1, "select_epochs": 1,
-             "lr_candidates": c["lr_candidates"][:2],
-             "scratch_lr_candidates": c["scratch_lr_candidates"][:2]}
-    labels, test_labels = cifar10_stand_in_labels()
-    pool, val_idx, test_idx = split_pool(labels, test_labels, c)
-    held = {"validation": len(val_idx),
-            "test": len(test_labels) if test_idx is None else len(test_idx)}
-    settings = [(c["model_a"], True, "none"), (c["model_a"], False, "none"),
-                *[(m, True, "none") for m in c["models_b"]],
-                *[(c["model_c"], True, s) for s in c["freeze_strategies"]]]
-    runs = {(m, p, f, c["select_fraction"], c["select_epochs"], "validation", lr): "trials"
-            for m, p, f in dict.fromkeys(settings)
-            for lr in c["lr_candidates" if p else "scratch_lr_candidates"]}
-    for f in c["fractions"]:
-        runs |= {(c["model_a"], p, "none", f, c["epochs_a"], "test", None): "(a)"
-                 for p in (True, False)}
-    for m in c["models_b"]:
-        runs.setdefault((m, True, "none", c["fraction_b"], c["epochs_b"], "test", None), "(b)")
-    for s in c["freeze_strategies"]:  # a run (b) made already is not trained again
-        runs.setdefault((c["model_c"], True, s, c["fraction_b"], c["epochs_c"], "test", None), "(c)")
-    rows = []
-    for (model, pretrained, freeze, fraction, epochs, split, lr), part in runs.items():
-        kind = "pretrained" if pretrained else "scratch"
-        name = (f"select_{model}_{kind}_{freeze}_lr{lr:g}" if lr else
-                f"{model}_{kind}_{freeze}_f{fraction:g}")
-        train = len(stratified_indices(labels, fraction=fraction, seed=c["seed"], pool=pool))
-        rows.append({"name": name, "part": f"Q3 {part}", "model": model,
-                     "input_size": c["image_size"], "epochs": epochs,
-                     "train_images": train, "test_images": held[split],
-                     "batch_size": c["batch_size"], "keep_weights": False})
-    return rows
+    """Q3's runs as plan rows, from the notebook's own q3_specs: the learning-rate
+    trials, then (a), (b) and (c); a run two parts share is counted once. Names carry
+    no digest here: the rates are chosen during the run."""
+    data = Q3Data(*cifar10_stand_in_labels(), c)
+    rows = {}
+    for part, specs in q3_specs(c, data).items():
+        for s in specs:
+            rows.setdefault(s["name"], {
+                "name": s["name"], "part": f"Q3 {part if part == 'trials' else f'({part})'}",
+                "model": s["model"], "input_size": s["input_size"], "epochs": s["epochs"],
+                "train_images": s["train_images"], "test_images": s["eval_images"],
+                "batch_size": s["batch_size"], "keep_weights": False})
+    return list(rows.values())
 
 
 ROWS: dict[str, Callable[[Mapping[str, Any]], list[dict]]] = {
@@ -130,12 +107,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    load_profile(args.profile)  # a clear error for a missing or malformed profile
+    try:
+        load_profile(args.profile)  # a missing or malformed profile: one line, no traceback
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.readme:
         print("\n".join(estimate_table(args.profile)))
         return 0
     device = resolve_device(args.device)
-    total = 0.0
+    seconds = {}
     for notebook in args.notebooks:
         key = Path(notebook).as_posix()
         if key not in ROWS:
@@ -143,13 +124,38 @@ def main(argv=None) -> int:
             return 2
         config = {**notebook_defaults(ROOT / key, args.profile), "device": str(device)}
         print(f"=== {key} ({Path(args.profile).name})")
-        totals = plan(ROWS[key](config), device=device)
-        total += totals["seconds_measured"]
+        seconds[key] = plan(ROWS[key](config), device=device)["seconds_measured"]
         print()
-    print(f"all planned notebooks: about {format_seconds(total)} on this device"
-          + (f"; more than one Colab session ({SESSION_HOURS} h)" if total > SESSION_HOURS * 3600
-             else ""))
+    total = sum(seconds.values())
+    print(f"all planned notebooks: about {format_seconds(total)} on this device")
+    if total > SESSION_HOURS * 3600:
+        print("\n".join(session_plan(seconds)))
     return 0
+
+
+def session_plan(seconds: Mapping[str, float], hours: float = SESSION_HOURS,
+                 most: int = 3) -> list[str]:
+    """Which notebook runs in which Colab session of `hours`, in order, when they do not
+    fit one: a notebook runs to the end of a session, and Run all in the next resumes it
+    (finished runs are reused, an unfinished one resumes from its last checkpoint). Past
+    `most` sessions there is no plan to give, only the advice."""
+    budget = hours * 3600
+    needed = math.ceil(sum(seconds.values()) / budget)
+    if needed > most:
+        return [f"That is about {needed} Colab sessions of {hours:g} h on this device: too many "
+                "to plan. On a CPU use make quick (a laptop budget); on a GPU, make plan there "
+                "gives the plan."]
+    lines, session, used = [f"More than one Colab session ({hours:g} h of GPU, often fewer). "
+                            "A plan; Run all again after each cut-off:"], 1, 0.0
+    for notebook, left in seconds.items():
+        first = session if used < budget else session + 1
+        session, used = (first, used) if first == session else (first, 0.0)
+        used += left
+        while used > budget:
+            session, used = session + 1, used - budget
+        where = f"session {first}" if session == first else f"sessions {first} to {session}"
+        lines.append(f"  {notebook}: {where} ({format_seconds(left)})")
+    return lines
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@
 `make report`, `make check` and `make zip ID=...` call these.
 
 Where a question's work is found: the executed copy `build/Qn/Qn.ipynb` with
-`build/Qn/results/` (what `make all` writes); failing that, `Qn/Qn.ipynb` itself
-when it carries outputs, with `Qn/results/` (a notebook run by hand in Jupyter
-or Colab and saved in place).
+`build/Qn/results/` (what `make all` writes), or `Qn/Qn.ipynb` itself when it
+carries outputs, with `Qn/results/` (a notebook run by hand in Jupyter or Colab
+and saved in place). When both exist, the one executed last is taken, and the
+other is named in a warning (a local `make smoke` copied to Drive with the
+bundle, then Q1 run on Colab: the Colab run is packed).
 
 The contract with each notebook, read from `results_dir/summary.json`
 (written by `common.config.write_summary`):
@@ -27,8 +29,10 @@ import argparse
 import json
 import re
 import sys
+import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -53,26 +57,60 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @dataclass
 class Work:
-    """One question's executed notebook and results folder."""
+    """One question's executed notebook and results folder; `ran_at` is when the
+    notebook was executed (seconds since the epoch), `older` the other executed
+    copies found, which are not packed."""
     question: str
     notebook: Path
     results_dir: Path
+    ran_at: float = 0.0
+    older: list[tuple[Path, float]] = field(default_factory=list)
+
+
+def executed_at(path: Path) -> float | None:
+    """When a notebook was last executed: papermill's end time, or the newest of the
+    execution times Colab stores in each cell, or else the file's modification time.
+    None when no cell of it ran (the committed notebook)."""
+    nb = nbformat.read(str(path), as_version=4)
+    if not any(c.cell_type == "code" and c.get("execution_count") for c in nb.cells):
+        return None
+    papermill = nb.metadata.get("papermill") or {}
+    stamps = [datetime.fromisoformat(str(papermill[k])).timestamp()
+              for k in ("end_time", "start_time") if papermill.get(k)][:1]
+    stamps += [float(c.metadata["executionInfo"]["timestamp"]) / 1000 for c in nb.cells
+               if isinstance((c.metadata.get("executionInfo") or {}).get("timestamp"), (int, float))]
+    return max(stamps) if stamps else path.stat().st_mtime
 
 
 def locate(question: str, root: Path = ROOT) -> Work | None:
-    built = Work(question, root / "build" / question / f"{question}.ipynb",
-                 root / "build" / question / "results")
-    if built.notebook.is_file():
-        return built
-    in_place = Work(question, root / question / f"{question}.ipynb", root / question / "results")
-    if in_place.notebook.is_file() and _has_outputs(in_place.notebook):
-        return in_place
-    return None
+    """The question's work executed last: build/Qn/ (make all) or Qn/ (saved in place)."""
+    found = []
+    for folder in (root / "build" / question, root / question):
+        notebook = folder / f"{question}.ipynb"
+        when = executed_at(notebook) if notebook.is_file() else None
+        if when is not None:
+            found.append(Work(question, notebook, folder / "results", when))
+    if not found:
+        return None
+    found.sort(key=lambda w: w.ran_at, reverse=True)
+    found[0].older = [(w.notebook, w.ran_at) for w in found[1:]]
+    return found[0]
 
 
-def _has_outputs(path: Path) -> bool:
-    nb = nbformat.read(str(path), as_version=4)
-    return any(c.cell_type == "code" and c.get("execution_count") for c in nb.cells)
+def when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+
+def work_warnings(work: Work, root: Path = ROOT) -> list[str]:
+    """The executed copies of a question that are not packed, and a failed run newer
+    than the packed one (the runner keeps it beside the good one: run.py)."""
+    notes = [f"{_rel(path, root)} (executed {when(stamp)}) is older: it is NOT packed; delete it "
+             "if it is a stale copy" for path, stamp in work.older]
+    failed = root / "build" / work.question / f"{work.question}.failed.ipynb"
+    if failed.is_file() and failed.stat().st_mtime > work.ran_at:
+        notes.append(f"{_rel(failed, root)} ({when(failed.stat().st_mtime)}) is a newer run that "
+                     "FAILED; the packed notebook is the earlier one above")
+    return notes
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -231,8 +269,10 @@ def pack(found: dict[str, Work], student_id: str, root: Path = ROOT, **options) 
 # --- command line ----------------------------------------------------------------
 
 def _print_check(found, problems, allow_smoke, root) -> None:
-    for q in found:
-        print(f"{q}: {_rel(found[q].notebook, root)}")
+    for q, work in found.items():
+        print(f"{q}: {_rel(work.notebook, root)} (executed {when(work.ran_at)})")
+        for note in work_warnings(work, root):
+            print(f"  warning: {note}")
     smoke = smoke_runs(found)
     for q in smoke if allow_smoke else ():
         print(f"{q}: SMOKE RUN (tiny data: its numbers answer nothing), accepted because of "
