@@ -103,7 +103,7 @@ BENCH_ARGS ?=
 
 .PHONY: bench
 
-bench: $(STAMP)  ## Measure pipelines, fit, Q2 recipes vs kuangliu's and make smoke (~1 h on 2 CPU cores)
+bench: $(STAMP)  ## Measure pipelines, fit, Q2 recipes vs kuangliu's, make smoke, the lr horizon sweep (~2.5 h on 2 cores)
 	$(PY) benchmarks/bench.py --data-dir $(DATA_DIR) $(BENCH_ARGS)
 
 # --- GPU check: the one script for a lent CUDA machine ------------------------------

@@ -1,9 +1,9 @@
 """`make bench`: the bundle's machinery measured against the standard alternatives.
 
-    python benchmarks/bench.py --data-dir data            # the full run, about an hour
+    python benchmarks/bench.py --data-dir data            # the full run, about 2.5 hours
     python benchmarks/bench.py --data-dir data --quick    # a reduced run while developing
     python benchmarks/bench.py --only quality --train-images 1000   # quality, smaller budget
-    python benchmarks/bench.py --only horizon   # the lr horizon sweep alone (about 1.5 h on 2 quiet cores)
+    python benchmarks/bench.py --only horizon   # the lr horizon sweep alone (about 1.5 h)
 
 Every figure comes from this run: contenders take turns on the same images and
 cores (A B A B ...), medians of several repetitions are compared, and a missed
