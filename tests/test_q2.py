@@ -223,10 +223,10 @@ def test_a_rerun_trains_nothing(smoke):
 def test_make_plan_plans_the_runs_the_notebook_trains(smoke):
     """`make plan` derives Q2's runs from the parameters alone, without the data: the
     names, epochs and image counts must be those the notebook trained and planned."""
-    from common.tools.plan import q2_rows
+    from common.tools.plan import q2_plan_rows
 
     s = smoke["first"]["summary"]
-    rows = q2_rows(s["config"])
+    rows = q2_plan_rows(s["config"])
     assert [r["name"] for r in rows] == [r["name"] for r in s["results"]["runs"]]
     assert [(r["train_images"], r["epochs"]) for r in rows] == [
         (r["train_images"], len(r["history"]["epoch"])) for r in s["results"]["runs"]]

@@ -142,11 +142,11 @@ def test_recipes_and_near_chance_flags_reach_the_summary_and_the_text(smoke_run)
 def test_make_plan_plans_the_runs_the_notebook_trains(smoke_run):
     """`make plan` derives Q3's runs from the parameters alone, without the data: the
     same trials and the same (a), (b), (c) runs, with the same image counts."""
-    from common.tools.plan import q3_rows
+    from common.tools.plan import q3_plan_rows
 
     s = smoke_run["summary"]
     config, results = s["config"], s["results"]
-    rows = q3_rows(config)
+    rows = q3_plan_rows(config)
     trials = [r for r in rows if r["name"].startswith("select_")]
     assert len(trials) == sum(len(sel["candidates"]) for sel in results["lr_selection"])
     trained = {r["run_dir"]: r for r in results["runs"]}.values()  # a run two parts share, once

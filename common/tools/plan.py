@@ -29,7 +29,7 @@ from ..transfer_data import Q3Data
 from ..transfer_runs import q3_specs
 from .run import RunError, load_profile, notebook_defaults
 
-__all__ = ["cifar10_stand_in_labels", "q2_rows", "q3_rows", "ROWS", "estimate_table",
+__all__ = ["cifar10_stand_in_labels", "q2_plan_rows", "q3_plan_rows", "ROWS", "estimate_table",
            "session_plan", "main"]
 
 
@@ -38,7 +38,7 @@ def cifar10_stand_in_labels() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.arange(50_000) % 10, torch.arange(10_000) % 10
 
 
-def q2_rows(c: Mapping[str, Any]) -> list[dict]:
+def q2_plan_rows(c: Mapping[str, Any]) -> list[dict]:
     """Q2's runs as plan rows, sized by the notebook's own q2_indices."""
     train, split, val, test = map(len, q2_indices(*cifar10_stand_in_labels(), c))
     images = {"test": (train, test), "val": (split, val), "val_cutout": (split, val)}
@@ -49,7 +49,7 @@ def q2_rows(c: Mapping[str, Any]) -> list[dict]:
             for part in "abc" for s in specs[part]]
 
 
-def q3_rows(c: Mapping[str, Any]) -> list[dict]:
+def q3_plan_rows(c: Mapping[str, Any]) -> list[dict]:
     """Q3's runs as plan rows, from the notebook's own q3_specs: the learning-rate
     trials, then (a), (b) and (c); a run two parts share is counted once. Names carry
     no digest here: the rates are chosen during the run."""
@@ -66,7 +66,7 @@ def q3_rows(c: Mapping[str, Any]) -> list[dict]:
 
 
 ROWS: dict[str, Callable[[Mapping[str, Any]], list[dict]]] = {
-    "Q2/Q2.ipynb": q2_rows, "Q3/Q3.ipynb": q3_rows}
+    "Q2/Q2.ipynb": q2_plan_rows, "Q3/Q3.ipynb": q3_plan_rows}
 
 
 def estimate_table(profile: str | Path) -> list[str]:
