@@ -8,23 +8,19 @@
 
 A resumable checkpoint holds the optimiser state too (~200 MB for AlexNet, ~1 GB
 for VGG16, fsynced to Google Drive on Colab), so `RunDir.checkpoint` skips epochs
-to keep the writes within a share of the run's time (fit's checkpoint_overhead).
-history.json can therefore be a few epochs ahead of last.pt: a resume continues
-from last.pt (its own history inside) and trains those epochs again: bit for bit
-the same on the CPU, close but not bitwise on CUDA (cuDNN's autotuning and atomic
-adds vary between runs).
+to keep the writes within a share of the run's time (fit's checkpoint_overhead);
+history.json can then be a few epochs ahead, and a resume trains those epochs
+again. A checkpoint is a plain dict, as in the PyTorch examples: the state_dicts
+and the epoch, with the RNG states, history and settings added, so a resumed run
+ends where an uninterrupted one would: bit for bit on the CPU, close but not
+bitwise on CUDA (cuDNN's autotuning and atomic adds vary between runs).
 
-A checkpoint is a plain dict, as in the PyTorch examples: the state_dicts plus
-the epoch, with the RNG states, the history and the settings added, so that on
-the CPU a resumed run ends bit for bit where an uninterrupted one would.
-
-Writes are atomic (common.files.atomic_write): a crash at any point leaves
-last.pt or prev.pt (or both) complete. A run that is over (every epoch done, or
-stopped) is only ever reused, never resumed, so its last.pt is rewritten as a
-*final* checkpoint (weights, history and settings, without optimiser, schedule,
-scaler and RNG state) and prev.pt is deleted: for AlexNet with SGD that is 93 MB
-instead of 370 MB per run, which matters when runs live in Google Drive. A run
-whose model no later cell uses (Q3 reads only the curves) keeps no weights at all.
+Writes are atomic (common.files.atomic_write): a crash at any point leaves last.pt
+or prev.pt (or both) complete. A run that is over (every epoch done, or stopped)
+is only reused, never resumed, so its last.pt becomes a *final* checkpoint
+(weights, history, settings; no optimiser, schedule, scaler or RNG state) and
+prev.pt goes: for AlexNet with SGD 93 MB instead of 370 MB per run, which matters
+on Google Drive. A run whose model no later cell uses (Q3) keeps no weights.
 """
 from __future__ import annotations
 
@@ -257,7 +253,6 @@ class RunDir:
                                   f"there is no checkpoint to resume from. {fix}")
         return None
 
-
     # --- resume, reuse, stop --------------------------------------------------------------
 
     def resume(self, model: torch.nn.Module, epochs: int, log: Callable[[str], None], *,
@@ -266,12 +261,10 @@ class RunDir:
         """Where the run stands, as a checkpoint dict with at least "epoch" and "history".
 
         A new run writes its settings, the history `fresh()` and the epoch-0 checkpoint
-        `snapshot(0, history)` (so a run killed in its first epoch resumes identically
-        and a diverged one can be put back to its starting weights). A saved run's
-        weights are loaded into `model`: an unfinished run's whole checkpoint comes
-        back, for the optimiser, schedule, scaler and RNG states; a run that is over
-        (finished or stopped) is reused as it is. This process holds the folder's lock
-        until the run is over, and checks the disk space before training."""
+        (a run killed in its first epoch resumes identically; a diverged one goes back to
+        its starting weights). A saved run's weights are loaded into `model`; an unfinished
+        run's whole checkpoint comes back, a run that is over is reused as it is. The
+        folder stays locked to this process until the run is over; disk space is checked."""
         lock_folder(self.path, log)
         for path in self.path.glob("*.tmp"):  # an interrupted write's: only the holder writes
             path.unlink(missing_ok=True)
@@ -297,10 +290,9 @@ class RunDir:
                 f"{'weights and ' if state['model'] else ''}history (force=True trains it again)")
             return {"epoch": start, "history": history}
         if state.get("final"):
-            raise CheckpointError(
-                f"{self.path}/last.pt is the final checkpoint of a finished run (weights only, no "
-                f"optimiser state), so it cannot be resumed for epochs {start + 1}-{epochs}. "
-                "Use another run directory, or force=True to train this run from scratch.")
+            raise CheckpointError(f"{self.path}/last.pt is a finished run's final checkpoint (no "
+                                  f"optimiser state): it cannot be resumed for epochs {start + 1}-"
+                                  f"{epochs}. Use another run directory, or force=True to retrain.")
         done = self._history_epochs()
         if done > start:  # epochs after the last checkpoint: history.json goes back with it
             self.write_history(history)

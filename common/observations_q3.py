@@ -1,14 +1,8 @@
-"""Q3's tables and observations, written from the run records, so every number
-and every "better" or "worse" in the analysis follows the runs that produced it.
-
-    display(Markdown(caveats(runs_a, smoke=smoke)))
-    rows = fraction_rows(runs_a, fractions, images_of)
-    display(Markdown(fractions_table(rows)))
-    display(Markdown(observe_fractions(rows, steps_a, test_images=500, histories=history_a)))
-
-A record is a Q3 run's (common.transfer_runs): its settings and history (accuracies
-in [0, 1]; "eval_accuracy" is the test set's, the validation images' for the trials).
-Observations follow common.observations' order, (i) to (iv), and its noise rule.
+"""Q3's tables and observations, written from the run records (common.transfer_runs:
+settings and history; "eval_accuracy" is the test set's, the validation images' for
+the trials), so every number and every "better" or "worse" follows the runs that
+produced it. Observations follow common.observations' order, (i) to (iv), and its
+noise rule. The notebook shows fraction_rows' fractions_table and observe_fractions.
 """
 from __future__ import annotations
 
@@ -17,7 +11,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .latex import markdown_table
-from .observations import binomial, capitalise, comparison, judged, noise
+from .observations import binomial, capitalise, comparison, judged, noise, pct
 from .transfer import display_name, freeze_strategies
 
 __all__ = ["describe_freeze", "final_accuracy", "mean_epoch_seconds", "caveats", "budget_notice",
@@ -49,7 +43,7 @@ def mean_epoch_seconds(record: Mapping) -> float:
     return sum(seconds) / len(seconds) if seconds else float("nan")
 
 
-def _percent(value: float | None) -> str:
+def _percent(value: float | None) -> str:  # one decimal: the notes' and the trials' table
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
@@ -85,7 +79,7 @@ def near_chance_note(r: Mapping) -> str:
 
 
 def _setting(r: Mapping) -> str:
-    where = f", {100 * r['fraction']:g}% of the pool" if r.get("fraction") is not None else ""
+    where = f", {100 * r['fraction']:g}% of the training images" if r.get("fraction") is not None else ""
     return f"{describe_freeze(r['model'], r['freeze'])}{where}, lr {r['lr']:g}"
 
 
@@ -130,8 +124,7 @@ def lr_selection_table(selection: Sequence[Mapping]) -> str:
              *[f"val. acc. at lr {lr:g}" for lr in lrs], "chosen lr"],
             [[display_name(r["model"], r["pretrained"]), describe_freeze(r["model"], r["freeze"]),
               f"{100 * r['fraction']:g}%", r["optimizer"], f"{r['steps']:,}",
-              *[cell(c) for c in r["candidates"]],
-              f"{r['chosen_lr']:g}"] for r in rows])
+              *[cell(c) for c in r["candidates"]], f"{r['chosen_lr']:g}"] for r in rows])
         # With two candidates every choice is at an edge: only wider grids say so.
         edge = [r for r in rows if r["chosen_lr"] in (min(lrs), max(lrs)) and len(lrs) > 2]
         notes = [f"- {display_name(r['model'], r['pretrained'])}, "
@@ -151,8 +144,7 @@ def fraction_rows(records: Sequence[Mapping], fractions: Sequence[float],
     by = {(r["fraction"], r["pretrained"]): r for r in records}
     return [{"fraction": f, "images": images_of(f), "pretrained": final_accuracy(by[f, True]),
              "scratch": final_accuracy(by[f, False]), "lr_pretrained": by[f, True]["lr"],
-             "lr_scratch": by[f, False]["lr"],
-             "pretrained_near_chance": bool(by[f, True]["near_chance"]),
+             "lr_scratch": by[f, False]["lr"], "pretrained_near_chance": bool(by[f, True]["near_chance"]),
              "scratch_near_chance": bool(by[f, False]["near_chance"]),
              "recipe_pretrained": _recipe(by[f, True]), "recipe_scratch": _recipe(by[f, False])}
             for f in fractions]
@@ -165,13 +157,13 @@ def _recipe(r: Mapping) -> str:
     return f"{r['optimizer']}, {r['init']} initialisation"
 
 
-def _void(row: Mapping) -> bool:
+def _void(row: Mapping) -> bool:  # a fraction where either run ended near chance
     return row["pretrained_near_chance"] or row["scratch_near_chance"]
 
 
 def fractions_table(rows: Sequence[Mapping]) -> str:
     def acc(r: Mapping, side: str) -> str:
-        return f"{100 * r[side]:.2f}%" + (" (near chance)" if r[f"{side}_near_chance"] else "")
+        return pct(r[side]) + (" (near chance)" if r[f"{side}_near_chance"] else "")
 
     return markdown_table(
         ["training data", "images", "pretrained: test acc.", "scratch: test acc.", "gain (points)",
@@ -189,10 +181,7 @@ def _lr(r: Mapping) -> str:
 
 def _acc(r: Mapping, epoch: int | None = None) -> str:
     acc = r["history"]["eval_accuracy"]
-    if not acc:
-        return "n/a (stopped)"
-    value = max(acc) if epoch is None else acc[epoch]
-    return f"{100 * value:.2f}%"
+    return pct(max(acc) if epoch is None else acc[epoch]) if acc else "n/a (stopped)"
 
 
 def models_table(records: Sequence[Mapping]) -> str:
@@ -298,9 +287,9 @@ def observe_fractions(rows: Sequence[Mapping], steps: int, test_images: int | No
     if not valid:
         lines.append("- **No fraction gives a valid comparison**: nothing about transfer follows.")
     lines.append(f"- At every fraction both settings had the same budget ({steps:,} optimiser "
-                 f"step{'s' * (steps != 1)}, same images, same schedule) and each its own recipe (fine-tuning: {rows[0]['recipe_pretrained']}; "
-                 f"from scratch: {rows[0]['recipe_scratch']}), with its learning rate chosen on "
-                 "the validation split.")
+                 f"step{'s' * (steps != 1)}, same images, same schedule) and each its own recipe "
+                 f"(fine-tuning: {rows[0]['recipe_pretrained']}; from scratch: "
+                 f"{rows[0]['recipe_scratch']}), with its learning rate chosen on validation.")
     return "\n".join(lines)
 
 
@@ -322,15 +311,15 @@ def _seconds(records: Sequence[Mapping], said: Callable[[Mapping], str]) -> tupl
             f"{'beyond' if beyond else 'within'} noise (2 SE {two_se:.1f} s)."), beyond
 
 
-def _ordered(records: Sequence[Mapping], said: Callable[[Mapping], str],
-             n: int | None) -> list[str]:
+def _ordered(records: Sequence[Mapping], said: Callable[[Mapping], str], n: int | None,
+             seconds: str) -> list[str]:
     """Runs left out (near chance, no epoch), then (i) to (iii) of common.observations'
-    comparison, time per epoch in (ii); n, else the records' "eval_images", held-out size."""
+    comparison, `seconds` (_seconds' text) in (ii); n, else the records' "eval_images"."""
     valid = [r for r in records if not r.get("near_chance") and r["history"]["eval_accuracy"]]
     n = n or min((r.get("eval_images") or 0 for r in valid), default=0) or None
     parts = comparison({said(r): r["history"] for r in valid}, held_out_images=n,
                        train_images=min((r["train_images"] for r in valid), default=None))
-    parts["speed"] = parts["speed"] + [_seconds(records, said)[0]]
+    parts["speed"] = parts["speed"] + [seconds]
     return [f"- {said(r)}: " + (f"{100 * r['history']['eval_accuracy'][-1]:.2f}% test accuracy"
                                 if r["history"]["eval_accuracy"] else "stopped before its first "
                                 f"epoch ended ({r['history'].get('stopped')})")
@@ -339,9 +328,9 @@ def _ordered(records: Sequence[Mapping], said: Callable[[Mapping], str],
 
 
 def observe_models(records: Sequence[Mapping], test_images: int | None = None) -> str:
-    """Q3(b): (i) to (iii) over the fine-tuned models, with their time per epoch (noise rule
-    with `test_images`). Runs near chance are named and flagged, never ranked."""
-    return "\n".join(_ordered(records, lambda r: r["label"], test_images))
+    """Q3(b): (i) to (iii) and time per epoch; runs near chance are flagged, never ranked."""
+    said = lambda r: r["label"]  # noqa: E731
+    return "\n".join(_ordered(records, said, test_images, _seconds(records, said)[0]))
 
 
 def observe_freezing(records: Sequence[Mapping], test_images: int | None = None) -> str:
@@ -350,9 +339,10 @@ def observe_freezing(records: Sequence[Mapping], test_images: int | None = None)
     when the strategy training the fewest parameters is the quickest, beyond noise."""
     said = lambda r: describe_freeze(r["model"], r["freeze"])  # noqa: E731
     timed = [r for r in records if r["history"]["seconds"]]
-    lines, quick = _ordered(records, said, test_images), min(timed, key=mean_epoch_seconds,
-                                                             default=None)
-    if _seconds(timed, said)[1] and quick is min(timed, key=lambda r: r["trainable_params"]):
+    seconds, beyond = _seconds(timed, said)
+    lines, quick = _ordered(records, said, test_images, seconds), min(
+        timed, key=mean_epoch_seconds, default=None)
+    if beyond and quick is min(timed, key=lambda r: r["trainable_params"]):
         lines.append(f"- {capitalise(said(quick))} trains {quick['trainable_params']:,} of "
                      f"{quick['total_params']:,} parameters and is the quickest per epoch: frozen "
                      "layers need no backward pass and no optimiser update (the forward pass "

@@ -52,8 +52,7 @@ from .optim import (OPTIMIZERS, SCHEDULE_OPTIONS, SCHEDULES, check_name, load_op
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "SCHEDULE_OPTIONS", "HISTORY_KEYS", "EVAL_SPLITS",
            "CheckpointError", "ConfigMismatchError", "train_one_epoch", "evaluate", "fit",
-           "make_optimizer", "make_scheduler", "schedule_settings", "autocast_dtype",
-           "load_history", "run_status"]
+           "make_optimizer", "make_scheduler", "schedule_settings", "load_history", "run_status"]
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy",
                 "lr", "seconds")
@@ -339,11 +338,6 @@ def _format_seconds(s: float) -> str:
 
 
 # --- mixed precision ------------------------------------------------------------------
-
-def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
-    """The autocast dtype on `device`, or None for full float32 (common.hardware)."""
-    return hardware_for(device).autocast_dtype(amp)
-
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,

@@ -29,21 +29,14 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))
 CORE = {m for m in MODULES if not m.startswith(("common.tools", "common.extras")) and m != "common"}
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node, except those under `if TYPE_CHECKING:` (imports for type hints only)."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            continue
-        yield node
-        yield from _runtime_nodes(node)
-
-
 def imported_modules(name: str) -> set[str]:
     """The common.* modules that `name` imports, anywhere in its source."""
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    # Imports for type hints count too: a cycle through them is still two modules that
+    # cannot be read apart.
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):

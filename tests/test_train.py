@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from common.checkpoints import RunDir, rng_state
 from common.batches import DeviceBatches
 from common.config import ConfigError
+from common.hardware import hardware_for
 from common.train import (HISTORY_KEYS, OPTIMIZERS, SCHEDULES, CheckpointError,
-                          ConfigMismatchError, autocast_dtype, evaluate, fit, load_history,
+                          ConfigMismatchError, evaluate, fit, load_history,
                           make_optimizer, make_scheduler, run_status)
 from common.plan import plan
 
@@ -339,7 +340,7 @@ def test_channels_last_is_a_wish_the_hardware_grants(tmp_path, monkeypatch, side
         monkeypatch.setenv("COMP5541_EMULATE", side)
     else:
         monkeypatch.delenv("COMP5541_EMULATE", raising=False)
-        assert autocast_dtype(torch.device("cpu"), amp=True) is None
+        assert hardware_for(torch.device("cpu")).autocast_dtype(amp=True) is None
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
     train, test = make_batches()

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import re
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..files import atomic_write
 from .bundle import TOP_FILES, walk
 from .report import render_reports, report_paths
 
-if TYPE_CHECKING:
-    from .submit import Work
 
 # Bundle files a grader needs to read or re-run the code; readme.txt explains them.
 # benchmarks/ and extras/ are small code and committed notebooks: tests/ imports the
@@ -28,6 +26,18 @@ BUNDLE_FILES = TOP_FILES
 BUNDLE_DIRS = ("common", "profiles", "tests", "benchmarks", "extras")
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+
+
+@dataclass
+class Work:
+    """One question's executed notebook and results folder; `ran_at` is when the
+    notebook was executed (seconds since the epoch), `older` the other executed
+    copies found, which are not packed."""
+    question: str
+    notebook: Path
+    results_dir: Path
+    ran_at: float = 0.0
+    older: list[tuple[Path, float]] = field(default_factory=list)
 
 
 class SubmitError(RuntimeError):

@@ -4,23 +4,19 @@
     python -m common.tools.run --profile profiles/smoke.yaml Q1/Q1.ipynb Q2/Q2.ipynb
     python -m common.tools.run --profile profiles/full.yaml --set epochs=5 Q2/Q2.ipynb
 
-A profile is YAML with `defaults` (parameters for every notebook) and
-`notebooks` (per-notebook parameters, keyed by path). On top of those the runner
-sets the path parameters, and `--set key=value` overrides win over everything.
-A parameter goes only to notebooks whose parameters cell declares it.
+A profile is YAML with `defaults` (every notebook's parameters) and `notebooks`
+(per notebook, keyed by path); the runner sets the paths, and `--set key=value`
+wins over everything. A parameter goes only to notebooks that declare it.
 
 For `Q2/Q2.ipynb` the executed copy is `build/Q2/Q2.ipynb`, results go to
-`build/Q2/results/` and checkpoints to `runs/<profile>/Q2/`, so a smoke run
-never resumes a full run's checkpoints. The committed notebook is never written.
-A run that fails (or is interrupted) never replaces a good executed notebook:
-it is kept beside it as `build/Q2/Q2.failed.ipynb`, with its results in
-`build/Q2/results.failed/`, and the good one's results stay in place.
+`build/Q2/results/` and checkpoints to `runs/<profile>/Q2/`, so a smoke run never
+resumes a full run's checkpoints; the committed notebook is never written. A run
+that fails (or is interrupted) never replaces a good executed notebook: it is kept
+as `build/Q2/Q2.failed.ipynb`, with its results in `build/Q2/results.failed/`.
 
 `--set` values read as the parameters cell reads its own: Python literals
-(`lr_sgd=1e-4` is a float), with YAML's true/false and bare-word lists
-(`models_b=[tv_vgg16, tv_resnet18]`) accepted too; `--sets` takes make's whole
-SET string. Every mistake in a profile, a value or a path is one line.
-"""
+(`lr_sgd=1e-4` is a float), YAML's true/false and bare-word lists too; `--sets`
+takes make's whole SET string. Every mistake is one line."""
 from __future__ import annotations
 
 import argparse
@@ -43,7 +39,7 @@ RUNS = ROOT / "runs"
 
 
 class RunError(RuntimeError):
-    pass
+    """A run cannot start or go on; the message says why and what to do."""
 
 
 class Interrupted(RunError):
@@ -105,8 +101,7 @@ def load_profile(path: str | Path) -> dict:
 
 
 def split_sets(text: str) -> list[str]:
-    """make's SET="a=1 b=[x, y]" -> ["a=1", "b=[x, y]"]: split at the spaces outside
-    brackets and quotes, so that a list may hold spaces."""
+    """make's SET="a=1 b=[x, y]" -> ["a=1", "b=[x, y]"]: split outside brackets and quotes."""
     items, current, depth, quote = [], "", 0, None
     for ch in text:
         if quote:

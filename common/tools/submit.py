@@ -31,14 +31,13 @@ import re
 import sys
 import time
 import zipfile
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import nbformat
 
 from ..config import ROOT
-from .pack import SubmitError, pack as pack_entries, validate_id, zip_entries  # noqa: F401
+from .pack import SubmitError, Work, pack as pack_entries, validate_id, zip_entries  # noqa: F401
 from .report import ReportError, find_mathjax, render_reports
 
 QUESTIONS = ("Q1", "Q2", "Q3")
@@ -53,18 +52,6 @@ PLACEHOLDER = "[FILL IN"
 RERUN = ("run `make all` (or `make all NOTEBOOKS={q}/{q}.ipynb`); on Colab, open {q}/{q}.ipynb "
          "from the bundle in My Drive and choose Runtime > Run all")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@dataclass
-class Work:
-    """One question's executed notebook and results folder; `ran_at` is when the
-    notebook was executed (seconds since the epoch), `older` the other executed
-    copies found, which are not packed."""
-    question: str
-    notebook: Path
-    results_dir: Path
-    ran_at: float = 0.0
-    older: list[tuple[Path, float]] = field(default_factory=list)
 
 
 def executed_at(path: Path) -> float | None:
